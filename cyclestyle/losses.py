@@ -1,0 +1,179 @@
+"""CycleGAN losses: adversarial, cycle, identity and VGG perceptual terms, plus their weights.
+
+Every loss returns a scalar and never calls .backward(): the trainer combines them with the
+lambdas of `LossConfig` and owns the optimisation steps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cyclestyle.vgg import VGGFeatures, vgg_layer_names
+
+__all__ = ["GAN_MODES", "GANLoss", "LossConfig", "PerceptualLoss", "cycle_loss", "identity_loss"]
+
+GAN_MODES = ("lsgan", "vanilla", "hinge")
+PERCEPTUAL_DISTANCES = ("l1", "l2")
+
+
+class GANLoss(nn.Module):
+    """Adversarial loss for one or several (multi-scale) discriminator outputs.
+
+    lsgan: MSE to 1 (real) / 0 (fake), as in CycleGAN. vanilla: BCE with logits.
+    hinge: discriminator relu(1 - x) for real, relu(1 + x) for fake; generator -mean(x).
+    A list of predictions (one per scale) gives the mean of the per-scale losses.
+    """
+
+    def __init__(self, mode: str = "lsgan") -> None:
+        super().__init__()
+        if mode not in GAN_MODES:
+            raise ValueError(f"unknown GAN loss mode {mode!r}; valid modes: {list(GAN_MODES)}")
+        self.mode = mode
+
+    def forward(
+        self,
+        prediction: Tensor | list[Tensor],
+        target_is_real: bool,
+        for_discriminator: bool = True,
+    ) -> Tensor:
+        predictions = list(prediction) if isinstance(prediction, (list, tuple)) else [prediction]
+        if not predictions:
+            raise ValueError("GANLoss got an empty list of discriminator predictions")
+        losses = [self._single(p, target_is_real, for_discriminator) for p in predictions]
+        return losses[0] if len(losses) == 1 else torch.stack(losses).mean()
+
+    def _single(self, x: Tensor, target_is_real: bool, for_discriminator: bool) -> Tensor:
+        if self.mode == "lsgan":
+            return F.mse_loss(x, torch.full_like(x, float(target_is_real)))
+        if self.mode == "vanilla":
+            return F.binary_cross_entropy_with_logits(x, torch.full_like(x, float(target_is_real)))
+        if for_discriminator:
+            return F.relu(1 - x).mean() if target_is_real else F.relu(1 + x).mean()
+        if not target_is_real:
+            raise ValueError(
+                "hinge generator loss is -mean(D(fake)); call it with target_is_real=True"
+            )
+        return -x.mean()
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}"
+
+
+def cycle_loss(reconstructed: Tensor, real: Tensor) -> Tensor:
+    """L1 cycle-consistency: ||G_BA(G_AB(a)) - a||_1 (mean over elements)."""
+    return F.l1_loss(reconstructed, real)
+
+
+def identity_loss(same: Tensor, real: Tensor) -> Tensor:
+    """L1 identity: ||G_AB(b) - b||_1, keeps colours when the input is already in the target domain."""
+    return F.l1_loss(same, real)
+
+
+class PerceptualLoss(nn.Module):
+    """sum over layers of weight * mean distance(phi(x), phi(y)); y is the (detached) target.
+
+    x and y go through VGG in one batched forward. `layer_weights` defaults to 1.0 for every layer
+    `vgg` computes; its keys must be among them.
+    """
+
+    def __init__(
+        self, vgg: VGGFeatures, layer_weights: dict[str, float] | None = None, distance: str = "l1"
+    ) -> None:
+        super().__init__()
+        if distance not in PERCEPTUAL_DISTANCES:
+            raise ValueError(
+                f"unknown perceptual distance {distance!r}; valid: {list(PERCEPTUAL_DISTANCES)}"
+            )
+        if layer_weights is None:
+            layer_weights = dict.fromkeys(vgg.layer_names, 1.0)
+        missing = [layer for layer in layer_weights if layer not in vgg.layer_names]
+        if missing:
+            raise ValueError(
+                f"perceptual layers {missing} are not computed by the VGG features module, which "
+                f"returns {list(vgg.layer_names)}"
+            )
+        negative = {k: w for k, w in layer_weights.items() if w < 0}
+        if negative:
+            raise ValueError(f"perceptual layer weights must be >= 0, got {negative}")
+        self.vgg = vgg
+        self.layer_weights = dict(layer_weights)
+        self.distance = distance
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        if x.shape != y.shape:
+            raise ValueError(
+                f"PerceptualLoss needs inputs of equal shape, got {tuple(x.shape)} and {tuple(y.shape)}"
+            )
+        n = x.shape[0]
+        features = self.vgg(torch.cat([x, y.detach()]))  # (2N, C, H, W) per layer
+        dist = F.l1_loss if self.distance == "l1" else F.mse_loss
+        total = x.new_zeros(())
+        for layer, weight in self.layer_weights.items():
+            phi_x, phi_y = features[layer][:n], features[layer][n:]
+            total = total + weight * dist(phi_x, phi_y.detach())
+        return total
+
+    def extra_repr(self) -> str:
+        return f"layer_weights={self.layer_weights}, distance={self.distance!r}"
+
+
+@dataclass
+class LossConfig:
+    """Loss choices and weights (the YAML `loss:` section maps onto these fields 1:1)."""
+
+    gan_mode: str = "lsgan"
+    lambda_cycle: float = 10.0
+    # Relative, as in the CycleGAN paper/code: the identity term is weighted
+    # lambda_identity * lambda_cycle (0.5 * 10 = 5 by default).
+    lambda_identity: float = 0.5
+    # Cycle-perceptual term: VGG distance between the reconstruction G_BA(G_AB(a)) and a.
+    lambda_perceptual: float = 1.0
+    # Content term: VGG distance between the translation G_AB(a) and its source a.
+    lambda_content: float = 0.0
+    # "torchvision", "random" (tests only) or a path; see cyclestyle.vgg.VGGFeatures.
+    vgg_weights: str = "torchvision"
+    # Up to relu3_1 so that the offline prefix weights (vgg19_normalised_to_relu3_1.pth) suffice.
+    perceptual_layers: list[str] = field(default_factory=lambda: ["relu1_1", "relu2_1", "relu3_1"])
+
+    @property
+    def needs_vgg(self) -> bool:
+        """Whether any VGG-based term is switched on (else no VGG needs loading)."""
+        return self.lambda_perceptual > 0 or self.lambda_content > 0
+
+    def validate(self) -> None:
+        """Raise ValueError naming every bad key (e.g. `loss.gan_mode`) and what would be valid."""
+        problems = []
+        if self.gan_mode not in GAN_MODES:
+            problems.append(
+                f"loss.gan_mode must be one of {list(GAN_MODES)}, got {self.gan_mode!r}"
+            )
+        for key in ("lambda_cycle", "lambda_identity", "lambda_perceptual", "lambda_content"):
+            value = getattr(self, key)
+            is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not is_number or not math.isfinite(value) or value < 0:
+                problems.append(f"loss.{key} must be a finite number >= 0, got {value!r}")
+        if not isinstance(self.vgg_weights, str) or not self.vgg_weights:
+            problems.append(
+                "loss.vgg_weights must be 'torchvision', 'random' or a path to a .pth state dict, "
+                f"got {self.vgg_weights!r}"
+            )
+        problems += self._layer_problems()
+        if problems:
+            raise ValueError("invalid loss config: " + "; ".join(problems))
+
+    def _layer_problems(self) -> list[str]:
+        layers = self.perceptual_layers
+        if isinstance(layers, str) or not isinstance(layers, (list, tuple)) or not layers:
+            return [
+                f"loss.perceptual_layers must be a non-empty list of VGG19 layer names, got {layers!r}"
+            ]
+        valid = vgg_layer_names()
+        unknown = [layer for layer in layers if layer not in valid]
+        if unknown:
+            return [f"loss.perceptual_layers has unknown layer(s) {unknown}; valid: {valid}"]
+        return []
