@@ -1,0 +1,263 @@
+"""Unpaired two-domain data with an exactly reproducible, resumable sample stream.
+
+Sample k of the training stream is a pure function of (seed, k): which A file, which B file,
+the crop and the flip. Nothing depends on worker count, on worker state, or on where the run
+started, so N steps in one run equal N/2 steps + resume + N/2 steps, and ranks of a
+multi-process run read disjoint parts of one stream (see `StepSampler`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import operator
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from cyclestyle.imageio import (
+    IMAGE_EXTENSIONS,
+    ImageLoadError,
+    find_images,
+    load_image,
+    pil_to_tensor,
+    tensor_to_pil,
+)
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageLoadError",
+    "StepSampler",
+    "UnpairedDataset",
+    "build_dataloader",
+    "find_images",
+    "load_image",
+    "pil_to_tensor",
+    "resolve_domain_dirs",
+    "stable_seed",
+    "tensor_to_pil",
+]
+
+# CycleGAN resizes to 286 and crops 256; keep that ratio for other sizes.
+LOAD_TO_CROP_RATIO = 286 / 256
+
+
+def stable_seed(*parts: int | str) -> int:
+    """A 63-bit seed from ints and strings, identical across processes and Python runs.
+
+    Python's hash() of a str is salted per process, so it cannot be used here.
+    """
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class UnpairedDataset(Dataset):
+    """An infinite stream of unpaired (A, B) crops; item k is a pure function of (seed, k).
+
+    Domain A walks a fresh permutation of its files every len(A) samples (epoch k // len(A),
+    seeded from (seed, "a", epoch)); domain B walks its own, independent permutations, so which
+    B image meets which A image changes every epoch. Each image is resized so its short side is
+    `load_size` (bicubic, antialiased; small images are upscaled), randomly cropped to
+    `image_size` and randomly flipped, using a generator seeded from (seed, k).
+
+    With `skip_bad_images`, an unreadable file is warned about once (per process) and replaced
+    by the next file of the same permutation; the item's "skipped" field counts the bad files
+    passed over for that item (each time one is drawn), so summing it over a run is the same
+    whatever the number of workers.
+
+    `len()` is one epoch of the larger domain, for progress reports; any index >= 0 is valid.
+    """
+
+    def __init__(
+        self,
+        files_a: Sequence[str | os.PathLike],
+        files_b: Sequence[str | os.PathLike],
+        image_size: int,
+        load_size: int | None = None,
+        flip: bool = True,
+        seed: int = 0,
+        skip_bad_images: bool = False,
+        max_pixels: int | None = None,
+    ):
+        self.files = {"a": [Path(f) for f in files_a], "b": [Path(f) for f in files_b]}
+        for domain, files in self.files.items():
+            if not files:
+                raise ValueError(f"files_{domain} is empty; domain {domain.upper()} needs images")
+        if image_size < 1:
+            raise ValueError(f"image_size must be a positive number of pixels, got {image_size}")
+        if load_size is None:
+            load_size = round(image_size * LOAD_TO_CROP_RATIO)
+        if load_size < image_size:
+            raise ValueError(f"load_size ({load_size}) must be >= image_size ({image_size})")
+        self.image_size = image_size
+        self.load_size = load_size
+        self.flip = flip
+        self.seed = operator.index(seed)
+        self.skip_bad_images = skip_bad_images
+        self.max_pixels = max_pixels
+        self._bad: dict[Path, str] = {}  # path -> reason, per process
+        self._permutations: dict[tuple[str, int], list[int]] = {}
+
+    def __len__(self) -> int:
+        return max(len(self.files["a"]), len(self.files["b"]))
+
+    def __getitem__(self, index: int) -> dict:
+        k = operator.index(index)
+        if k < 0:
+            raise IndexError(f"stream index must be >= 0, got {k}")
+        generator = torch.Generator().manual_seed(stable_seed(self.seed, "augment", k))
+        draws = torch.rand(6, generator=generator).tolist()  # (crop y, crop x, flip) per domain
+        img_a, path_a, skipped_a = self._load(k, "a")
+        img_b, path_b, skipped_b = self._load(k, "b")
+        return {
+            "a": self._transform(img_a, *draws[:3]),
+            "b": self._transform(img_b, *draws[3:]),
+            "path_a": str(path_a),
+            "path_b": str(path_b),
+            "skipped": skipped_a + skipped_b,
+        }
+
+    def _permutation(self, domain: str, epoch: int) -> list[int]:
+        key = (domain, epoch)
+        if key not in self._permutations:
+            if len(self._permutations) >= 8:  # workers touch a few epochs at a time
+                self._permutations.pop(next(iter(self._permutations)))
+            generator = torch.Generator().manual_seed(stable_seed(self.seed, domain, epoch))
+            n = len(self.files[domain])
+            self._permutations[key] = torch.randperm(n, generator=generator).tolist()
+        return self._permutations[key]
+
+    def _load(self, k: int, domain: str) -> tuple[Image.Image, Path, int]:
+        """The image at stream position k of `domain`, the path, and how many bad files were skipped."""
+        files = self.files[domain]
+        epoch, position = divmod(k, len(files))
+        permutation = self._permutation(domain, epoch)
+        for skipped in range(len(files)):
+            path = files[permutation[(position + skipped) % len(files)]]
+            if path in self._bad:
+                continue
+            try:
+                return load_image(path, max_pixels=self.max_pixels), path, skipped
+            except ImageLoadError as exc:
+                if not self.skip_bad_images:
+                    raise
+                self._bad[path] = exc.reason
+                warnings.warn(f"skipping unreadable image {path}: {exc.reason}", stacklevel=2)
+        example = files[permutation[position]]
+        raise ValueError(
+            f"all {len(files)} files of domain {domain.upper()} are unreadable "
+            f"(for example {example}: {self._bad[example]})"
+        )
+
+    def _transform(self, img: Image.Image, u_y: float, u_x: float, u_flip: float) -> torch.Tensor:
+        """Short side -> load_size, crop image_size at (u_y, u_x) in [0, 1), flip if u_flip < 0.5."""
+        width, height = img.size
+        if width <= height:
+            size = (self.load_size, max(self.load_size, round(height * self.load_size / width)))
+        else:
+            size = (max(self.load_size, round(width * self.load_size / height)), self.load_size)
+        img = img.resize(size, Image.Resampling.BICUBIC)
+        crop = self.image_size
+        top = int(u_y * (size[1] - crop + 1))
+        left = int(u_x * (size[0] - crop + 1))
+        tensor = pil_to_tensor(img.crop((left, top, left + crop, top + crop)))  # (3, S, S)
+        if self.flip and u_flip < 0.5:
+            tensor = tensor.flip(-1)
+        return tensor
+
+
+class StepSampler(Sampler[int]):
+    """Stream indices for one process, forever: step s yields (s*world_size + rank)*batch_size + i.
+
+    Ranks read disjoint slices of the same stream, and starting at `start_step` continues it
+    exactly where a run that stopped before that step left off.
+    """
+
+    def __init__(self, start_step: int, batch_size: int, rank: int = 0, world_size: int = 1):
+        if start_step < 0:
+            raise ValueError(f"start_step must be >= 0, got {start_step}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        self.start_step = start_step
+        self.batch_size = batch_size
+        self.rank = rank
+        self.world_size = world_size
+
+    def __iter__(self) -> Iterator[int]:
+        step = self.start_step
+        while True:
+            first = (step * self.world_size + self.rank) * self.batch_size
+            yield from range(first, first + self.batch_size)
+            step += 1
+
+
+def resolve_domain_dirs(
+    domain_a: str, domain_b: str, root: str = "", split: str = "train"
+) -> tuple[Path, Path]:
+    """The two image folders: explicit `domain_a`/`domain_b`, or root/{split}A and root/{split}B.
+
+    The second form is the CycleGAN dataset layout (trainA, trainB, testA, testB).
+    """
+    if root and (domain_a or domain_b):
+        raise ValueError(
+            "set either data.root (a CycleGAN-style folder) or data.domain_a and data.domain_b "
+            f"(two image folders), not both; got root={root!r}, domain_a={domain_a!r}, "
+            f"domain_b={domain_b!r}"
+        )
+    if root:
+        root_path = Path(root).expanduser()
+        if not root_path.is_dir():
+            raise FileNotFoundError(f"data.root: folder {root_path} does not exist")
+        dirs = (root_path / f"{split}A", root_path / f"{split}B")
+        for folder in dirs:
+            if not folder.is_dir():
+                raise FileNotFoundError(
+                    f"data.root: expected {folder} (CycleGAN layout: {split}A/ and {split}B/ "
+                    f"inside {root_path}) but it does not exist"
+                )
+        return dirs
+    if not domain_a and not domain_b:
+        raise ValueError(
+            "no training data given: set data.domain_a and data.domain_b to two image folders, "
+            "or data.root to a folder containing trainA/ and trainB/"
+        )
+    dirs = []
+    for key, value in (("data.domain_a", domain_a), ("data.domain_b", domain_b)):
+        if not value:
+            raise ValueError(f"{key} is not set; give both data.domain_a and data.domain_b")
+        folder = Path(value).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{key}: folder {folder} does not exist")
+        dirs.append(folder)
+    return dirs[0], dirs[1]
+
+
+def build_dataloader(
+    dataset: Dataset,
+    batch_size: int,
+    start_step: int,
+    num_workers: int,
+    rank: int = 0,
+    world_size: int = 1,
+    seed: int = 0,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """An endless DataLoader whose j-th batch is training step start_step + j for this rank."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=StepSampler(start_step, batch_size, rank=rank, world_size=world_size),
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        drop_last=False,
+        persistent_workers=num_workers > 0,
+        # Items never use the global RNG; seeding the loader only makes the workers' own seeds
+        # reproducible, for any transform added later that might.
+        generator=torch.Generator().manual_seed(seed),
+    )
