@@ -1,0 +1,121 @@
+"""Building blocks shared by the networks: norm factory, up-sampling, pad-to-stride, safety checks."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NORMS = ("instance", "group", "none")
+UPSAMPLES = ("resize_conv", "transposed")
+MAX_GROUPS = 32  # GroupNorm's usual group count (Wu & He, 2018)
+
+
+def check_choice(argument: str, value: object, choices: tuple[str, ...]) -> None:
+    """Raise a ValueError naming `argument` when `value` is not one of `choices`."""
+    if value not in choices:
+        raise ValueError(f"{argument}={value!r} is not valid; choose one of {list(choices)}")
+
+
+def check_positive(argument: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{argument}={value!r} is not valid; expected an integer >= 1")
+
+
+def check_probability(argument: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{argument}={value!r} is not valid; expected a float in [0, 1)")
+
+
+def group_count(channels: int) -> int:
+    """Largest divisor of `channels` up to 32 that still leaves >= 2 channels per group.
+
+    With one channel per group GroupNorm is just InstanceNorm, so we keep groups of at least two
+    whenever the channel count allows it (64 -> 32 groups of 2, 8 -> 4 groups of 2, 3 -> 1 group).
+    """
+    limit = max(1, min(MAX_GROUPS, channels // 2))
+    return next(g for g in range(limit, 0, -1) if channels % g == 0)
+
+
+def make_norm(norm: str, channels: int, affine: bool = True) -> nn.Module:
+    """Normalization over (H, W) per sample: "instance", "group" or "none".
+
+    No BatchNorm: CycleGAN trains at batch size 1, where batch statistics are per-image anyway
+    and differ between training and evaluation.
+    """
+    check_choice("norm", norm, NORMS)
+    if norm == "instance":
+        return nn.InstanceNorm2d(channels, affine=affine)
+    if norm == "group":
+        return nn.GroupNorm(group_count(channels), channels, affine=affine)
+    return nn.Identity()
+
+
+def make_upsample(mode: str, in_channels: int, out_channels: int) -> nn.Module:
+    """Double H and W while mapping in_channels -> out_channels.
+
+    "resize_conv": nearest-neighbour resize then a 3x3 conv; every output pixel sees the same
+    number of kernel taps, so it avoids the checkerboard artifacts of strided transposed convs
+    (Odena et al., 2016). "transposed": the reference CycleGAN's ConvTranspose2d(k=3, s=2).
+    Both have the same parameter count.
+    """
+    check_choice("upsample", mode, UPSAMPLES)
+    if mode == "transposed":
+        return nn.ConvTranspose2d(in_channels, out_channels, 3, stride=2, padding=1, output_padding=1)
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2, mode="nearest"),
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, padding_mode="reflect"),
+    )
+
+
+class Crop(NamedTuple):
+    """Where the original image sits inside a padded one."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+
+
+def _split(total: int) -> tuple[int, int]:
+    """Split padding between both sides so the image stays centred."""
+    return total // 2, total - total // 2
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int, min_size: int = 1) -> tuple[torch.Tensor, Crop]:
+    """Pad (B, C, H, W) so H and W are multiples of `multiple` and at least `min_size`.
+
+    Reflect padding keeps image statistics at the border; it needs each pad < the side it
+    mirrors, so tiny images (down to 1x1) fall back to replicate padding.
+    """
+    height, width = x.shape[-2:]
+    target_h = max(math.ceil(height / multiple) * multiple, min_size)
+    target_w = max(math.ceil(width / multiple) * multiple, min_size)
+    top, bottom = _split(target_h - height)
+    left, right = _split(target_w - width)
+    crop = Crop(top, left, height, width)
+    if target_h == height and target_w == width:
+        return x, crop
+    fits = max(top, bottom) < height and max(left, right) < width
+    padded = F.pad(x, (left, right, top, bottom), mode="reflect" if fits else "replicate")
+    return padded, crop
+
+
+def crop_to(x: torch.Tensor, crop: Crop) -> torch.Tensor:
+    """Undo pad_to_multiple: cut (B, C, H', W') back to the original (B, C, H, W)."""
+    return x[..., crop.top : crop.top + crop.height, crop.left : crop.left + crop.width]
+
+
+def channels_last_is_safe(model: nn.Module, device: torch.device | str, batch_size: int) -> bool:
+    """Whether `model` may run in channels_last memory format.
+
+    Reported for torch 2.14.1: on CPU, channels_last + InstanceNorm at batch size 1 gives wrong
+    input gradients. The trainer asks this before converting; the models themselves never use
+    channels_last internally.
+    """
+    on_cpu = torch.device(device).type == "cpu"
+    has_instance_norm = any(isinstance(m, nn.modules.instancenorm._InstanceNorm) for m in model.modules())
+    return not (on_cpu and has_instance_norm and batch_size == 1)
