@@ -1,0 +1,51 @@
+"""Image grids for eyeballing training progress, written atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+
+
+def save_image_atomic(image: Image.Image, path: str | Path, **save_kwargs) -> None:
+    """Save through a temp file + rename: an interrupted write never leaves half an image."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = save_kwargs.pop("format", None) or Image.registered_extensions().get(path.suffix.lower())
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format=fmt, **save_kwargs)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def make_grid_image(rows: list[torch.Tensor], labels: list[str] | None = None, pad: int = 2,
+                    label_width: int = 110) -> Image.Image:
+    """Rows of equal-size images (each (N, 3, H, W) in [-1, 1]) as one picture, labelled."""
+    n, _, h, w = rows[0].shape
+    left = label_width if labels else 0
+    canvas = Image.new("RGB", (left + n * (w + pad) + pad, len(rows) * (h + pad) + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    for r, row in enumerate(rows):
+        y = pad + r * (h + pad)
+        for c, pixels in enumerate(to_uint8(row).numpy()):
+            canvas.paste(Image.fromarray(pixels), (left + pad + c * (w + pad), y))
+        if labels:
+            draw.text((4, y + h // 2 - 5), labels[r], fill="black")
+    return canvas
+
+
+def save_sample_grid(rows: list[torch.Tensor], path: str | Path,
+                     labels: list[str] | None = None) -> None:
+    save_image_atomic(make_grid_image(rows, labels), path)

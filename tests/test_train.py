@@ -1,0 +1,176 @@
+"""The trainer end to end: files it writes, exact resume, SIGKILL recovery, real data."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cyclestyle import checkpoint as ckpt
+from cyclestyle.config import load_config
+from cyclestyle.train import Trainer, lr_factor
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "tiny.yaml"
+
+
+def tiny_config(dirs, output_dir, *overrides):
+    return load_config(TINY, [f"data.domain_a={dirs[0]}", f"data.domain_b={dirs[1]}",
+                              f"output_dir={output_dir}", "train.progress=false", *overrides])
+
+
+def final_params(output_dir) -> dict[str, torch.Tensor]:
+    state = ckpt.load_checkpoint(output_dir)
+    return {f"{net}.{k}": v for net, sd in state["models"].items() for k, v in sd.items()}
+
+
+def assert_same_params(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{key} differs"
+
+
+def test_two_step_smoke_writes_run_files(image_dirs, tmp_path):
+    out = tmp_path / "run"
+    config = tiny_config(image_dirs, out, "train.max_steps=2", "train.log_every=1",
+                         "train.sample_every=2")
+    path = Trainer(config).fit()
+    assert path == out / "checkpoints" / "step_00000002.pt"
+    assert load_config(out / "config.yaml") == config  # resolved config beside the outputs
+    state = ckpt.load_checkpoint(path)
+    assert state["step"] == 2 and state["config"] == config.to_dict()
+    assert set(state["models"]) == {"g_ab", "g_ba", "d_a", "d_b"}
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(r["g_total"] > 0 and r["d_a"] > 0 for r in rows)
+    assert (out / "samples" / "step_00000002.png").is_file()
+    g_ab, _, rebuilt = ckpt.load_generators(path)  # a checkpoint rebuilds its own generators
+    assert rebuilt == config
+    assert g_ab(torch.zeros(1, 3, 33, 45)).shape == (1, 3, 33, 45)
+
+
+def test_training_changes_weights_and_lowers_cycle_loss(image_dirs, tmp_path):
+    config = tiny_config(image_dirs, tmp_path / "run", "train.max_steps=30", "train.log_every=5",
+                         "train.checkpoint_every=30")
+    trainer = Trainer(config)
+    before = {k: v.clone() for k, v in trainer.nets.g_ab.state_dict().items()}
+    trainer.fit()
+    after = trainer.accelerator.unwrap_model(trainer.nets.g_ab).state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["cycle"] < rows[0]["cycle"]
+
+
+def test_resume_is_exact(image_dirs, tmp_path):
+    """N steps in one run == N/2 steps, a new process-free Trainer from the checkpoint, N/2."""
+    common = ["train.max_steps=6", "train.checkpoint_every=3", "train.keep_checkpoints=5",
+              "train.decay_start=2", "train.pool_size=2", "train.batch_size=2"]
+    full = tmp_path / "full"
+    Trainer(tiny_config(image_dirs, full, *common)).fit()
+    half = tmp_path / "half"
+    (half / "checkpoints").mkdir(parents=True)
+    shutil.copy(full / "checkpoints" / "step_00000003.pt", half / "checkpoints")
+    resumed = Trainer(tiny_config(image_dirs, half, *common), resume=True)
+    assert resumed.step == 3
+    resumed.fit()
+    assert_same_params(final_params(full), final_params(half))
+    a, b = ckpt.load_checkpoint(full), ckpt.load_checkpoint(half)
+    assert a["optimizers"]["g"]["state"][0]["step"] == b["optimizers"]["g"]["state"][0]["step"] == 6
+    assert torch.equal(a["pools"]["a"]["images"], b["pools"]["a"]["images"])
+
+
+def test_resume_rejects_a_different_model(image_dirs, tmp_path):
+    out = tmp_path / "run"
+    Trainer(tiny_config(image_dirs, out, "train.max_steps=1")).fit()
+    with pytest.raises(ValueError, match="model section"):
+        Trainer(tiny_config(image_dirs, out, "model.generator_args.base_channels=4"), resume=True)
+
+
+def test_lr_schedule_constant_then_linear_to_zero(image_dirs, tmp_path):
+    config = tiny_config(image_dirs, tmp_path, "train.max_steps=100", "train.decay_start=0.5")
+    assert [lr_factor(s, config) for s in (0, 49, 50, 75, 100)] == [1, 1, 1, 0.5, 0]
+
+
+def _cli(*args, **kw):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "cyclestyle.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_uninterrupted(image_dirs, tmp_path):
+    args = ["train", str(TINY), "--set", f"data.domain_a={image_dirs[0]}", "--set",
+            f"data.domain_b={image_dirs[1]}", "--set", "train.max_steps=40", "--set",
+            "train.checkpoint_every=4", "--set", "train.progress=false"]
+    killed = tmp_path / "killed"
+    proc = _cli(*args, "--set", f"output_dir={killed}")
+    deadline = time.time() + 120
+    while not (killed / "checkpoints" / "step_00000008.pt").exists():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.load_checkpoint(killed)["step"] < 40  # really interrupted
+    resumed = _cli(*args, "--set", f"output_dir={killed}", "--resume")
+    log = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, log
+    assert "resuming from" in log
+    clean = tmp_path / "clean"
+    proc = _cli(*args, "--set", f"output_dir={clean}")
+    assert proc.wait(timeout=300) == 0
+    assert_same_params(final_params(clean), final_params(killed))
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_exits(image_dirs, tmp_path):
+    out = tmp_path / "run"
+    proc = _cli("train", str(TINY), "--set", f"data.domain_a={image_dirs[0]}", "--set",
+                f"data.domain_b={image_dirs[1]}", "--set", f"output_dir={out}", "--set",
+                "train.max_steps=100000", "--set", "train.checkpoint_every=100000", "--set",
+                "train.log_every=1", "--set", "train.progress=false")
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() or len((out / "metrics.jsonl").read_text().splitlines()) < 3:
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    log = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, log
+    assert "SIGTERM" in log and "--resume" in log
+    assert 3 <= ckpt.load_checkpoint(out)["step"] < 100000
+
+
+def test_cli_errors_are_clear(tmp_path):
+    proc = _cli("train", str(TINY), "--set", f"data.domain_a={tmp_path / 'nowhere'}", "--set",
+                f"data.domain_b={tmp_path}", "--set", f"output_dir={tmp_path / 'o'}")
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 2
+    assert "nowhere" in out and "Traceback" not in out
+
+
+def test_real_photos_and_paintings_with_real_vgg(shared_photo_dir, shared_painting_dir,
+                                                 shared_vgg_prefix, tmp_path):
+    """A few steps on the shared real sets with the real VGG prefix as perceptual loss."""
+    out = tmp_path / "run"
+    config = tiny_config((shared_photo_dir, shared_painting_dir), out, "data.image_size=48",
+                         "train.max_steps=3", "train.log_every=1", "loss.lambda_perceptual=1.0",
+                         "loss.lambda_content=0.5", f"loss.vgg_weights={shared_vgg_prefix}")
+    Trainer(config).fit()
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 3
+    assert all(0 < r["perceptual"] < 1e3 and 0 < r["content"] < 1e3 for r in rows)
+    g_ab, _, _ = ckpt.load_generators(out)
+    photo = next(shared_photo_dir.iterdir())
+    from cyclestyle.data import load_image, pil_to_tensor
+
+    image = pil_to_tensor(load_image(photo)).unsqueeze(0)[..., :101, :77]
+    with torch.no_grad():
+        assert g_ab(image).shape == image.shape
