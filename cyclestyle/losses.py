@@ -7,6 +7,7 @@ lambdas of `LossConfig` and owns the optimisation steps.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -105,18 +106,25 @@ class PerceptualLoss(nn.Module):
         self.distance = distance
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        if x.shape != y.shape:
-            raise ValueError(
-                f"PerceptualLoss needs inputs of equal shape, got {tuple(x.shape)} and {tuple(y.shape)}"
-            )
-        n = x.shape[0]
-        features = self.vgg(torch.cat([x, y.detach()]))  # (2N, C, H, W) per layer
+        return self.many([x], y)[0]
+
+    def many(self, xs: Sequence[Tensor], y: Tensor) -> list[Tensor]:
+        """The loss of each x in `xs` against the same target y, with ONE VGG forward for all
+        (the trainer's cycle-perceptual and content terms share their target)."""
+        for x in xs:
+            if x.shape != y.shape:
+                raise ValueError(
+                    f"PerceptualLoss needs inputs of equal shape, got {tuple(x.shape)} and {tuple(y.shape)}"
+                )
+        n = y.shape[0]
+        features = self.vgg(torch.cat([*xs, y.detach()]))  # ((len(xs) + 1) * N, C, H, W) per layer
         dist = F.l1_loss if self.distance == "l1" else F.mse_loss
-        total = x.new_zeros(())
+        totals = [y.new_zeros(()) for _ in xs]
         for layer, weight in self.layer_weights.items():
-            phi_x, phi_y = features[layer][:n], features[layer][n:]
-            total = total + weight * dist(phi_x, phi_y.detach())
-        return total
+            phi_y = features[layer][-n:].detach()
+            for i in range(len(xs)):
+                totals[i] = totals[i] + weight * dist(features[layer][i * n:(i + 1) * n], phi_y)
+        return totals
 
     def extra_repr(self) -> str:
         return f"layer_weights={self.layer_weights}, distance={self.distance!r}"

@@ -105,6 +105,20 @@ def test_perceptual_runs_one_batched_forward(vgg):
     assert batch_sizes == [6]
 
 
+def test_perceptual_many_equals_separate_calls_in_one_forward(vgg):
+    loss = PerceptualLoss(vgg)
+    x1, x2, y = (torch.rand(2, 3, 16, 16) * 2 - 1 for _ in range(3))
+    calls = []
+    hook = vgg.layers[0].register_forward_hook(lambda m, inp, out: calls.append(inp[0].shape[0]))
+    try:
+        both = loss.many([x1, x2], y)
+    finally:
+        hook.remove()
+    assert calls == [6]
+    torch.testing.assert_close(both[0], loss(x1, y))
+    torch.testing.assert_close(both[1], loss(x2, y))
+
+
 def test_perceptual_gradient_reaches_x_only(vgg):
     x = torch.randn(1, 3, 16, 16, requires_grad=True)
     y = torch.randn(1, 3, 16, 16, requires_grad=True)
