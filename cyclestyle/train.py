@@ -12,7 +12,6 @@ import json
 import logging
 import math
 import os
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from torch import nn
 from tqdm.auto import tqdm
@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from cyclestyle import checkpoint as ckpt
 from cyclestyle.config import ConfigError, ExperimentConfig, from_dict
 from cyclestyle.data import UnpairedDataset, build_dataloader, find_images, resolve_domain_dirs
+from cyclestyle.interrupt import StopRequested
 from cyclestyle.losses import GANLoss, PerceptualLoss, cycle_loss, identity_loss
 from cyclestyle.models import create_discriminator
 from cyclestyle.models.layers import channels_last_is_safe
@@ -59,35 +60,15 @@ def lr_factor(step: int, config: ExperimentConfig) -> float:
     return max(0.0, (end - step) / (end - start))
 
 
-class StopRequested:
-    """Turns SIGTERM/SIGINT into a flag: the step finishes, a checkpoint is written, we exit."""
-
-    def __init__(self) -> None:
-        self.signal: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopRequested:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(ValueError):  # not the main thread: leave handlers alone
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signal is not None:  # second signal: stop the hard way
-            raise KeyboardInterrupt
-        self.signal = signal.Signals(signum).name
-        log.warning("%s received: finishing this step and writing a checkpoint", self.signal)
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 class Trainer:
     def __init__(self, config: ExperimentConfig, resume: str | Path | bool | None = None):
         self.config = config
         self.output_dir = Path(config.output_dir)
         tc = config.train
+        # accelerate keeps its settings (mixed precision, CPU) in a process-wide singleton that
+        # refuses changes; clear them so several trainers can run in one process (tests,
+        # notebooks). The distributed state (PartialState) is kept.
+        AcceleratorState._reset_state(reset_partial_state=False)
         self.accelerator = Accelerator(
             mixed_precision=tc.mixed_precision, cpu=tc.cpu,
             log_with=None if tc.tracker == "none" else tc.tracker,
@@ -249,12 +230,14 @@ class Trainer:
         if use_idt:
             parts["identity"] = lc.lambda_identity * lc.lambda_cycle * (
                 identity_loss(idt_a, real_a) + identity_loss(idt_b, real_b))
-        if lc.lambda_perceptual > 0:
-            parts["perceptual"] = lc.lambda_perceptual * self.perceptual(
-                torch.cat([rec_a, rec_b]).float(), torch.cat([real_a, real_b]).float())
-        if lc.lambda_content > 0:
-            parts["content"] = lc.lambda_content * self.perceptual(
-                torch.cat([fake_b, fake_a]).float(), torch.cat([real_a, real_b]).float())
+        vgg_terms = {"perceptual": (lc.lambda_perceptual, torch.cat([rec_a, rec_b])),  # cycle
+                     "content": (lc.lambda_content, torch.cat([fake_b, fake_a]))}  # translation
+        vgg_terms = {k: v for k, v in vgg_terms.items() if v[0] > 0}
+        if vgg_terms:  # one VGG pass for both terms: they share the target
+            distances = self.perceptual.many([x.float() for _, x in vgg_terms.values()],
+                                             torch.cat([real_a, real_b]).float())
+            for (key, (weight, _)), distance in zip(vgg_terms.items(), distances):
+                parts[key] = weight * distance
         return sum(parts.values()), parts, fake_a, fake_b
 
     def discriminator_loss(self, d: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
