@@ -1,0 +1,68 @@
+"""The embedded demo: its data is truly unpaired, its scoring is right, its pipeline runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from cyclestyle import demo
+from cyclestyle.config import from_dict, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_configs_demo_yaml_matches_the_demo():
+    shipped = load_config(REPO / "configs" / "demo.yaml")
+    embedded = from_dict(demo.DEMO_CONFIG)
+    shipped.output_dir = embedded.output_dir
+    assert shipped == embedded
+
+
+def test_cartoonize_posterises_brightens_and_saturates():
+    image = demo.photo("coffee")[:96, :96]
+    cartoon = demo.cartoonize(image)
+    levels = [round(255 * i / (demo.POSTER_LEVELS - 1)) for i in range(demo.POSTER_LEVELS)]
+    assert np.isin(cartoon, levels).all()  # flat posterised bands only
+    assert len(np.unique(cartoon.reshape(-1, 3), axis=0)) > 4
+    hsv_in, hsv_out = demo.color.rgb2hsv(image), demo.color.rgb2hsv(cartoon)
+    assert hsv_out[..., 1].mean() > hsv_in[..., 1].mean() + 0.1  # more vivid
+    assert hsv_out[..., 2].mean() > hsv_in[..., 2].mean() + 0.1  # brighter
+
+
+def test_dataset_is_unpaired_and_reproducible(tmp_path):
+    dirs = demo.build_dataset(tmp_path / "d", per_photo=3, held_out_per_photo=2)
+    a = {p.name: np.asarray(demo.Image.open(p)) for p in dirs["trainA"].iterdir()}
+    b = {p.name: np.asarray(demo.Image.open(p)) for p in dirs["trainB"].iterdir()}
+    assert len(a) == len(b) == 3 * len(demo.TRAIN_PHOTOS)
+    # No B image is the cartoon of an A image: the domains share no pairs.
+    cartoons_of_a = [demo.cartoonize(x) for x in a.values()]
+    assert not any(np.array_equal(c, y) for c in cartoons_of_a for y in b.values())
+    truth = {p.name: np.asarray(demo.Image.open(p)) for p in dirs["testB_true"].iterdir()}
+    for name, image in ((p.name, np.asarray(demo.Image.open(p))) for p in dirs["testA"].iterdir()):
+        assert np.array_equal(demo.cartoonize(image), truth[name])
+    again = demo.build_dataset(tmp_path / "e", per_photo=3, held_out_per_photo=2)
+    first = sorted(dirs["trainB"].iterdir())[0]
+    assert first.read_bytes() == (again["trainB"] / first.name).read_bytes()
+
+
+def test_score_prefers_the_truth():
+    rng = np.random.default_rng(0)
+    truth = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(3)]
+    noisy = [np.clip(t + rng.normal(0, 20, t.shape), 0, 255).astype(np.uint8) for t in truth]
+    perfect, off = demo.score(truth, truth), demo.score(noisy, truth)
+    assert perfect["psnr"] == float("inf") and perfect["ssim"] == 1.0
+    assert 15 < off["psnr"] < 30 and off["ssim"] < 1
+
+
+def test_demo_pipeline_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.setattr(demo, "TRAIN_PHOTOS", ("coffee", "rocket"))
+    report = demo.run_demo(tmp_path, overrides=["train.max_steps=2", "train.batch_size=1",
+                                                "train.progress=false", "data.num_workers=0"])
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert report.is_file() and "photo &rarr; cartoon" in report.read_text()
+    assert results["steps"] == 2 and results["held_out_images"] == 12 * len(demo.HELD_OUT_PHOTOS)
+    for key in ("translated", "untranslated"):
+        assert 0 < results[key]["psnr"] < 60 and -1 <= results[key]["ssim"] <= 1
+    assert (tmp_path / "held_out.png").is_file() and (tmp_path / "chelsea.png").is_file()
