@@ -204,7 +204,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
     if hint is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        if isinstance(value, bool):
+            # YAML 1.1 reads an unquoted `no` as false: `mixed_precision: no` means "no".
+            return "yes" if value else "no"
+        if not isinstance(value, (str, int, float)):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return str(value)
     raise TypeError(f"config type {hint!r} of {key} is not supported")  # a bug, not user error

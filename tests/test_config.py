@@ -79,6 +79,15 @@ def test_overrides_parse_yaml_values():
     assert data == {"a": {"b": 3, "c": [1, 2], "d": True}, "e": "x"}
 
 
+def test_unquoted_yaml_no_means_the_string_no(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train: {mixed_precision: no}\n")
+    assert load_config(path).train.mixed_precision == "no"
+    assert load_config(None, ["train.mixed_precision=no"]).train.mixed_precision == "no"
+    with pytest.raises(ConfigError, match="train.mixed_precision.*'yes'"):
+        load_config(None, ["train.mixed_precision=yes"])
+
+
 def test_int_accepted_for_float_and_kept_as_float():
     config = from_dict({"train": {"lr": 1}})
     assert config.train.lr == 1.0 and isinstance(config.train.lr, float)

@@ -70,8 +70,9 @@ def test_training_changes_weights_and_lowers_cycle_loss(image_dirs, tmp_path):
 
 
 def test_resume_is_exact(image_dirs, tmp_path):
-    """N steps in one run == N/2 steps, a new process-free Trainer from the checkpoint, N/2."""
-    common = ["train.max_steps=6", "train.checkpoint_every=3", "train.keep_checkpoints=5",
+    """N steps in one run == N/2 steps, a new Trainer from the checkpoint, N/2 (on CPU, where
+    kernels are deterministic; cuDNN's are not, even on the same GPU)."""
+    common = ["train.cpu=true", "train.max_steps=6", "train.checkpoint_every=3", "train.keep_checkpoints=5",
               "train.decay_start=2", "train.pool_size=2", "train.batch_size=2"]
     full = tmp_path / "full"
     Trainer(tiny_config(image_dirs, full, *common)).fit()
@@ -85,6 +86,48 @@ def test_resume_is_exact(image_dirs, tmp_path):
     a, b = ckpt.load_checkpoint(full), ckpt.load_checkpoint(half)
     assert a["optimizers"]["g"]["state"][0]["step"] == b["optimizers"]["g"]["state"][0]["step"] == 6
     assert torch.equal(a["pools"]["a"]["images"], b["pools"]["a"]["images"])
+
+
+def test_gradient_accumulation_matches_the_larger_batch(image_dirs, tmp_path):
+    """2 micro-batches of 1 see the same images as 1 batch of 2 (the stream is indexed by
+    micro-step), and per-sample norms make the averaged gradients equal up to rounding.
+    Gradients, not weights, are compared: Adam turns rounding noise in a ~0 gradient into a
+    full-size step."""
+
+    def first_step_grads(output_dir, *overrides):
+        trainer = Trainer(tiny_config(image_dirs, output_dir, "train.cpu=true",
+                                      "train.max_steps=1", *overrides))
+        grads = {}
+        original = trainer.opt_g.step
+
+        def record_then_step(*args, **kwargs):
+            for group in trainer.opt_g.param_groups:
+                for i, p in enumerate(group["params"]):
+                    grads[i] = p.grad.clone()
+            return original(*args, **kwargs)
+
+        trainer.opt_g.step = record_then_step
+        trainer.fit()
+        return grads
+
+    big = first_step_grads(tmp_path / "big", "train.batch_size=2")
+    acc = first_step_grads(tmp_path / "acc", "train.batch_size=1", "train.grad_accum_steps=2")
+    assert big.keys() == acc.keys()
+    for i in big:
+        if big[i].abs().max() > 1e-4:  # skip numerically-zero gradients (biases before norms)
+            torch.testing.assert_close(acc[i], big[i], rtol=1e-3, atol=1e-4 * big[i].abs().max().item())
+    single = first_step_grads(tmp_path / "one", "train.batch_size=1")
+    assert any(not torch.allclose(single[i], big[i], rtol=1e-2) for i in big)  # the test can fail
+
+
+def test_wandb_logs_offline_without_an_api_key(image_dirs, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = tmp_path / "run"
+    Trainer(tiny_config(image_dirs, out, "train.max_steps=2", "train.tracker=wandb")).fit()
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
 
 
 def test_resume_rejects_a_different_model(image_dirs, tmp_path):
@@ -109,7 +152,7 @@ def _cli(*args, **kw):
 def test_sigkill_then_resume_matches_uninterrupted(image_dirs, tmp_path):
     args = ["train", str(TINY), "--set", f"data.domain_a={image_dirs[0]}", "--set",
             f"data.domain_b={image_dirs[1]}", "--set", "train.max_steps=40", "--set",
-            "train.checkpoint_every=4", "--set", "train.progress=false"]
+            "train.checkpoint_every=4", "--set", "train.progress=false", "--set", "train.cpu=true"]
     killed = tmp_path / "killed"
     proc = _cli(*args, "--set", f"output_dir={killed}")
     deadline = time.time() + 120
