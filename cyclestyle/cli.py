@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_demo(sub)
     _add_models(sub)
+    from cyclestyle.gatys_cli import add_parser as add_gatys_parser
+
+    add_gatys_parser(sub)
     return parser
 
 
