@@ -117,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     from cyclestyle.gatys_cli import add_parser as add_gatys_parser
 
     add_gatys_parser(sub)
+    from cyclestyle import batch_translate, export
+
+    batch_translate.add_parser(sub)
+    export.add_parser(sub)
+    from cyclestyle.metrics.cli import add_parser as add_evaluate_parser
+
+    add_evaluate_parser(sub)
     return parser
 
 

@@ -1,0 +1,176 @@
+"""Translate images with a trained generator: `Translator` for one image, `translate_files` for
+whole folders (cyclestyle/batch_translate.py).
+
+    translator = Translator.from_checkpoint("runs/p2p", direction="a2b")
+    painting = translator.translate(Image.open("photo.jpg"))  # same size, alpha kept
+
+By default an image is translated at its own size: the generator pads to its stride and crops
+back, so the output has exactly the input's width and height. `size`/`max_size` rescale first
+(the output then has the rescaled size); `tile` translates big images in blended tiles
+(cyclestyle/tiling.py says what that changes for attention models).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from cyclestyle.imageio import pil_to_tensor, tensor_to_pil
+from cyclestyle.tiling import check_tiling, tiled_apply
+
+DIRECTIONS = ("a2b", "b2a")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Smaller images carry too little content to translate (and a 1x1 input is almost always a
+# broken file or a thumbnail placeholder); the generators would run, but the result means nothing.
+MIN_SIDE = 8
+DEFAULT_TILE_OVERLAP = 64
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def scaled_size(width: int, height: int, size: int | None = None,
+                max_size: int | None = None) -> tuple[int, int]:
+    """(width, height) after rescaling the long side to `size`, or down to `max_size`."""
+    if size is not None and max_size is not None:
+        raise ValueError("give size or max_size, not both")
+    target = size if size is not None else max_size
+    if target is None or (size is None and max(width, height) <= target):
+        return width, height
+    if target < MIN_SIDE:
+        raise ValueError(f"size/max_size={target} is below the minimum of {MIN_SIDE} pixels")
+    scale = target / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def check_image_size(width: int, height: int, what: str = "image") -> None:
+    if min(width, height) < MIN_SIDE:
+        raise ValueError(f"{what} is {width}x{height}; cyclestyle translates images of at least "
+                         f"{MIN_SIDE}x{MIN_SIDE} pixels")
+
+
+def read_alpha(path: str | os.PathLike) -> Image.Image | None:
+    """The file's alpha channel as an upright 'L' image, or None when it has none.
+
+    `load_image` composites transparency onto white for the RGB; this recovers the mask so the
+    translated image can carry it again.
+    """
+    from PIL import ImageOps
+
+    with Image.open(path) as img:
+        if img.mode not in ("RGBA", "RGBa", "LA", "La", "PA") and "transparency" not in img.info:
+            return None
+        img.load()
+        return ImageOps.exif_transpose(img).convert("RGBA").getchannel("A")
+
+
+class Translator:
+    """A generator ready for inference: device, precision, rescaling and tiling decided once."""
+
+    def __init__(self, generator: nn.Module, device: str | torch.device | None = None,
+                 precision: str = "fp32", tile: int | None = None,
+                 tile_overlap: int = DEFAULT_TILE_OVERLAP, size: int | None = None,
+                 max_size: int | None = None, batch_size: int = 4) -> None:
+        self.device = torch.device(device or default_device())
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision={precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if precision == "fp16" and self.device.type != "cuda":
+            raise ValueError(f"precision='fp16' needs a CUDA device (got {self.device}); "
+                             "use bf16 or fp32 on CPU")
+        if tile is not None:
+            check_tiling(tile, tile_overlap, MIN_SIDE)
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be at least 1")
+        scaled_size(MIN_SIDE, MIN_SIDE, size, max_size)  # validates the pair
+        self.generator = generator.to(self.device).eval().requires_grad_(False)
+        self.precision, self.tile, self.tile_overlap = precision, tile, tile_overlap
+        self.size, self.max_size, self.batch_size = size, max_size, batch_size
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, direction: str = "a2b",
+                        **kwargs) -> Translator:
+        """Rebuild G_AB (a2b) or G_BA (b2a) from a checkpoint file or run folder alone."""
+        from cyclestyle.checkpoint import load_generators
+
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction={direction!r}; choose 'a2b' (G_AB) or 'b2a' (G_BA)")
+        g_ab, g_ba, _ = load_generators(path)
+        return cls(g_ab if direction == "a2b" else g_ba, **kwargs)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        dtype = PRECISIONS[self.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            return self.generator(batch).float()
+
+    @torch.inference_mode()
+    def translate_tensor(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [-1, 1] -> (N, 3, H, W) float32 in [-1, 1] on the translator's device.
+
+        No rescaling happens here (it is done on the PIL image, before).
+        """
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
+        check_image_size(images.shape[3], images.shape[2])
+        images = images.to(self.device, torch.float32)
+        if self.tile is not None and max(images.shape[-2:]) > self.tile:
+            out = tiled_apply(self._forward, images, self.tile, self.tile_overlap,
+                              max_batch=self.batch_size)
+        else:
+            out = torch.cat([self._forward(chunk) for chunk in images.split(self.batch_size)])
+        return out.clamp_(-1, 1)
+
+    def prepare(self, image: Image.Image) -> Image.Image:
+        """Rescale as configured (`size`/`max_size`); checks the minimum size."""
+        width, height = scaled_size(*image.size, self.size, self.max_size)
+        check_image_size(width, height)
+        if (width, height) != image.size:
+            image = image.resize((width, height), Image.Resampling.LANCZOS)
+        return image
+
+    def translate(self, image: Image.Image | torch.Tensor) -> Image.Image | torch.Tensor:
+        """Translate one PIL image (alpha kept) or a tensor (3, H, W) / (N, 3, H, W) in [-1, 1].
+
+        Tensors come back with the input's shape, dtype float32, on the input's device.
+        """
+        if isinstance(image, torch.Tensor):
+            batch = image.unsqueeze(0) if image.dim() == 3 else image
+            out = self.translate_tensor(batch).to(image.device)
+            return out[0] if image.dim() == 3 else out
+        if not isinstance(image, Image.Image):
+            raise TypeError(f"expected a PIL image or a tensor, got {type(image).__name__}")
+        alpha = _alpha_of(image)
+        rgb = self.prepare(_rgb_of(image))
+        out = tensor_to_pil(self.translate_tensor(pil_to_tensor(rgb)[None])[0])
+        if alpha is not None:
+            out.putalpha(alpha.resize(out.size, Image.Resampling.LANCZOS))
+        return out
+
+
+def _alpha_of(image: Image.Image) -> Image.Image | None:
+    if image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info:
+        return image.convert("RGBA").getchannel("A")
+    return None
+
+
+def _rgb_of(image: Image.Image) -> Image.Image:
+    """8-bit RGB the way `load_image` makes it (alpha onto white, 16-bit scaled)."""
+    from cyclestyle.imageio import _to_rgb
+
+    return _to_rgb(image)
+
+
+def to_uint8_hwc(images: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8 numpy, rounded like tensor_to_pil."""
+    scaled = ((images.float().clamp(-1, 1) + 1) * 127.5).round()
+    return scaled.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

@@ -1,0 +1,296 @@
+"""`cyclestyle translate` and the Translator API: sizes, safety, resume, interruption, processes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cyclestyle.batch_translate import plan_jobs, translate_files
+from cyclestyle.cli import main
+from cyclestyle.models import create_generator
+from cyclestyle.tiling import blend_window, tile_starts, tiled_apply
+from cyclestyle.translate import Translator
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A tiny unet_attn CycleGAN trained for 2 steps (about 2 s)."""
+    from conftest import write_images
+
+    from cyclestyle.config import load_config
+    from cyclestyle.train import Trainer
+
+    root = tmp_path_factory.mktemp("ckpt")
+    a, b = write_images(root / "A", 3, seed=1), write_images(root / "B", 3, seed=2)
+    overrides = [f"data.domain_a={a}", f"data.domain_b={b}", f"output_dir={root / 'run'}",
+                 "train.max_steps=2", "train.progress=false"]
+    Trainer(load_config(REPO / "configs/tiny.yaml", overrides)).fit()
+    return root / "run"
+
+
+def photo(width: int, height: int, seed: int = 0, mode: str = "RGB") -> Image.Image:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    pixels = (rng.uniform(0, 255, 3) + 90 * np.sin(xx[..., None] / 7 + yy[..., None] / 11
+                                                 + np.arange(3))) % 255
+    return Image.fromarray(pixels.astype(np.uint8), "RGB").convert(mode)
+
+
+def make_folder(folder: Path, count: int, sizes=((40, 30), (33, 51), (40, 30))) -> Path:
+    for i in range(count):
+        sub = folder / ("nested" if i % 3 == 2 else "")
+        sub.mkdir(parents=True, exist_ok=True)
+        photo(*sizes[i % len(sizes)], seed=i).save(sub / f"p{i:03d}.{'png' if i % 2 else 'jpg'}")
+    return folder
+
+
+def translate(checkpoint: Path, inp: Path, out: Path, *extra: str) -> int:
+    return main(["translate", "--checkpoint", str(checkpoint), "--input", str(inp), "--output",
+                 str(out), "--device", "cpu", "--workers", "0", "--no-progress", *extra])
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tree_hashes(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ---------------------------------------------------------------- the Python API
+
+
+def conv_only_generator(base_channels: int = 4) -> torch.nn.Module:
+    """A tiny U-Net without attention: big images stay fast (attention is quadratic in pixels)."""
+    return create_generator("unet_attn", base_channels=base_channels, channel_mults=[1, 1],
+                            depth=2, attention_resolutions=[], num_res_blocks=1)
+
+
+def test_translator_keeps_odd_sizes_and_accepts_tensors(checkpoint):
+    out = Translator(conv_only_generator(), device="cpu").translate(photo(333, 517))
+    assert out.size == (333, 517) and out.mode == "RGB"
+    translator = Translator.from_checkpoint(checkpoint, "b2a", device="cpu")
+    assert translator.translate(photo(51, 33)).size == (51, 33)
+    batch = torch.rand(2, 3, 37, 45) * 2 - 1
+    result = translator.translate(batch)
+    assert result.shape == batch.shape and result.abs().max() <= 1
+    assert torch.allclose(translator.translate(batch[0]), result[0], atol=1e-5)
+
+
+def test_translator_rejects_tiny_images_and_bad_settings(checkpoint):
+    translator = Translator.from_checkpoint(checkpoint, device="cpu")
+    with pytest.raises(ValueError, match=r"1x1; cyclestyle translates images of at least 8x8"):
+        translator.translate(photo(1, 1))
+    with pytest.raises(ValueError, match="fp16.*CUDA"):
+        Translator.from_checkpoint(checkpoint, device="cpu", precision="fp16")
+    with pytest.raises(ValueError, match="direction='sideways'"):
+        Translator.from_checkpoint(checkpoint, "sideways")
+    with pytest.raises(ValueError, match="tile_overlap=40 must lie between 0 and half"):
+        Translator.from_checkpoint(checkpoint, device="cpu", tile=64, tile_overlap=40)
+
+
+def test_bf16_autocast_on_cpu_stays_close_to_fp32(checkpoint):
+    image = photo(48, 40)
+    fp32 = np.asarray(Translator.from_checkpoint(checkpoint, device="cpu").translate(image))
+    bf16 = Translator.from_checkpoint(checkpoint, device="cpu", precision="bf16").translate(image)
+    assert np.abs(fp32.astype(int) - np.asarray(bf16).astype(int)).mean() < 8
+
+
+def test_max_size_and_size_rescale_keeping_aspect(checkpoint):
+    image = photo(200, 100)
+    assert Translator.from_checkpoint(checkpoint, device="cpu", max_size=64).translate(
+        image).size == (64, 32)
+    assert Translator.from_checkpoint(checkpoint, device="cpu", max_size=500).translate(
+        image).size == (200, 100)
+    assert Translator.from_checkpoint(checkpoint, device="cpu", size=300).translate(
+        image).size == (300, 150)
+
+
+# ---------------------------------------------------------------- tiling
+
+
+def test_tiles_cover_and_blend_weights_are_smooth():
+    assert tile_starts(100, 40, 10) == [0, 30, 60]
+    assert tile_starts(30, 40, 10) == [0]
+    window = blend_window(40, 10, fade_start=True, fade_end=True)
+    assert window[0] < 0.05 and window[-1] < 0.05 and window[10:30].eq(1).all()
+    assert torch.all(window[1:10] > window[:9])  # rises monotonically
+    # Neighbouring tiles' fades are complementary: weights sum to 1 across the overlap.
+    assert torch.allclose(window[30:] + window[:10], torch.ones(10))
+
+
+def test_tiled_apply_matches_whole_image_for_pointwise_and_local_functions():
+    images = torch.rand(2, 3, 70, 93) * 2 - 1
+    pointwise = lambda x: torch.tanh(2 * x)  # noqa: E731
+    assert torch.allclose(tiled_apply(pointwise, images, 32, 8, max_batch=5), pointwise(images),
+                          atol=1e-6)
+    blur = torch.nn.Conv2d(3, 3, 3, padding=1, padding_mode="reflect")
+    with torch.no_grad():
+        whole, tiled = blur(images), tiled_apply(blur, images, 32, 8, max_batch=3)
+    # A 3x3 conv differs only in each tile's outermost pixel, which has near-zero weight.
+    assert (whole - tiled).abs().max() < 0.05
+
+
+def test_4000x3000_image_translates_in_tiles_at_full_size():
+    # The smallest ResNet generator (1 channel): the test is about tiling, not the model.
+    generator = create_generator("resnet", base_channels=1, n_blocks=1)
+    translator = Translator(generator, device="cpu", tile=1024, tile_overlap=32, batch_size=2)
+    out = translator.translate(photo(4000, 3000))
+    assert out.size == (4000, 3000)
+    pixels = np.asarray(out)
+    assert pixels.std() > 0  # an actual picture, not a constant fill
+
+
+# ---------------------------------------------------------------- the command
+
+
+def test_folder_is_mirrored_at_input_sizes_and_inputs_stay_byte_identical(checkpoint, tmp_path,
+                                                                          capsys):
+    inp = make_folder(tmp_path / "in", 6)
+    before = tree_hashes(inp)
+    assert translate(checkpoint, inp, tmp_path / "out", "--batch-size", "2") == 0
+    assert tree_hashes(inp) == before
+    for source in inp.rglob("p*"):
+        target = tmp_path / "out" / source.relative_to(inp)
+        with Image.open(source) as a, Image.open(target) as b:
+            assert a.size == b.size
+    assert "translated 6 image(s)" in capsys.readouterr().out
+    assert oct((tmp_path / "out/p001.png").stat().st_mode & 0o777) != oct(0o600)
+
+
+def test_corrupt_and_tiny_files_are_reported_and_the_rest_translated(checkpoint, tmp_path, capsys):
+    inp = make_folder(tmp_path / "in", 3)
+    (inp / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    photo(1, 1).save(inp / "dot.png")
+    assert translate(checkpoint, inp, tmp_path / "out", "--format", "png") == 1
+    out = capsys.readouterr().out
+    assert "translated 3 image(s)" in out and "2 failed" in out
+    assert f"FAILED {inp / 'broken.png'}" in out and "1x1" in out
+    assert len(list((tmp_path / "out").rglob("*.png"))) == 3
+
+
+def test_alpha_16bit_and_grayscale_inputs(checkpoint, tmp_path):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    rgba = photo(41, 29, mode="RGBA")
+    alpha = np.tile(np.linspace(0, 255, 41, dtype=np.uint8), (29, 1))
+    rgba.putalpha(Image.fromarray(alpha, "L"))
+    rgba.save(inp / "cutout.png")
+    gray16 = (np.asarray(photo(30, 20, mode="L"), dtype=np.uint16) * 257)
+    Image.fromarray(gray16).save(inp / "deep.png")
+    photo(25, 35, mode="L").save(inp / "gray.jpg")
+    assert translate(checkpoint, inp, tmp_path / "out") == 0
+    with Image.open(tmp_path / "out/cutout.png") as out:
+        assert out.mode == "RGBA" and out.size == (41, 29)
+        assert np.array_equal(np.asarray(out.getchannel("A")), alpha)
+    with Image.open(tmp_path / "out/deep.png") as out:
+        assert out.size == (30, 20) and out.mode == "RGB"
+    with Image.open(tmp_path / "out/gray.jpg") as out:
+        assert out.size == (25, 35)
+
+
+def test_output_paths_that_would_touch_inputs_are_refused(checkpoint, tmp_path):
+    inp = make_folder(tmp_path / "in", 3)
+    with pytest.raises(ValueError, match="inside the input folder"):
+        plan_jobs(inp, inp / "translated")
+    with pytest.raises(ValueError, match="would overwrite an input"):
+        plan_jobs(inp, inp, allow_inside_input=True)
+    (inp / "p000.png").write_bytes((inp / "p001.png").read_bytes())
+    with pytest.raises(ValueError, match="would both be written to"):
+        plan_jobs(inp, tmp_path / "out", fmt="png")
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# photos\n{inp / 'p001.png'}\n\nin/p000.jpg\n")
+    jobs = plan_jobs(listing, tmp_path / "out")
+    assert [j.target.name for j in jobs] == ["p001.png", "p000.jpg"]
+    # Asked explicitly, the output may live inside the input tree; its files are not inputs.
+    assert translate(checkpoint, inp, inp / "translated", "--allow-inside-input") == 0
+    assert len(plan_jobs(inp, inp / "translated", allow_inside_input=True)) == 4
+
+
+def test_skip_existing_resumes_where_a_run_stopped(checkpoint, tmp_path, capsys):
+    inp = make_folder(tmp_path / "in", 5)
+    out = tmp_path / "out"
+    assert translate(checkpoint, inp, out) == 0
+    (out / "p003.png").unlink()
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("p*")}
+    capsys.readouterr()
+    assert translate(checkpoint, inp, out, "--skip-existing") == 0
+    assert "translated 1 image(s)" in capsys.readouterr().out
+    assert (out / "p003.png").is_file()
+    assert all(p.stat().st_mtime_ns == stamp for p, stamp in stamps.items())
+
+
+def test_workers_and_size_buckets_give_the_same_images_as_one_by_one(checkpoint, tmp_path):
+    inp = make_folder(tmp_path / "in", 7)
+    translator = Translator.from_checkpoint(checkpoint, device="cpu", batch_size=3)
+    jobs = plan_jobs(inp, tmp_path / "out", fmt="png")
+    summary = translate_files(translator, jobs, num_workers=2, progress=False)
+    assert summary.translated == 7 and not summary.failed
+    for job in jobs:
+        expected = np.asarray(translator.translate(Image.open(job.source)))
+        with Image.open(job.target) as got:
+            assert np.abs(np.asarray(got).astype(int) - expected).max() <= 1
+
+
+def test_killed_run_leaves_only_complete_images_and_a_rerun_finishes(checkpoint, tmp_path):
+    inp = make_folder(tmp_path / "in", 60, sizes=((64, 48),))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "cyclestyle.cli", "translate", "--checkpoint",
+               str(checkpoint), "--input", str(inp), "--output", str(out), "--device", "cpu",
+               "--workers", "1", "--batch-size", "1", "--no-progress", "--format", "png"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(out.rglob("p*.png"))) < 5:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    written = list(out.rglob("p*.png"))
+    assert 5 <= len(written) < 60, "the run should have been killed mid-way"
+    for path in written:
+        with Image.open(path) as image:
+            image.load()  # raises on a truncated file
+    leftovers = [p for p in out.rglob("*") if p.is_file() and p not in written]
+    assert all(p.name.startswith(".") and p.name.endswith(".tmp") for p in leftovers)
+    assert translate(checkpoint, inp, out, "--skip-existing", "--format", "png") == 0
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) == 60 and not any(p.name.startswith(".") for p in files)
+
+
+def test_two_processes_translate_every_file_exactly_once(checkpoint, tmp_path):
+    inp = make_folder(tmp_path / "in", 9)
+    out = tmp_path / "out"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    # `accelerate launch --cpu --num_processes 2` starts ONE process; --multi_gpu with
+    # ACCELERATE_USE_CPU starts two CPU processes.
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+               "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+               "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+               "-m", "cyclestyle.cli", "translate", "--checkpoint", str(checkpoint), "--input",
+               str(inp), "--output", str(out), "--device", "cpu", "--workers", "0",
+               "--no-progress"]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rank 1 of 2" in result.stderr and "rank 0 of 2" in result.stderr
+    assert "translated 9 image(s)" in result.stdout  # gathered over both ranks: none twice
+    assert result.stdout.count("translated ") == 1  # only rank 0 prints the summary
+    assert sorted(p.relative_to(out) for p in out.rglob("p*")) == sorted(
+        p.relative_to(inp) for p in inp.rglob("p*"))
