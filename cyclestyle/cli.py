@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     batch_translate.add_parser(sub)
     export.add_parser(sub)
+    from cyclestyle.metrics.cli import add_parser as add_evaluate_parser
+
+    add_evaluate_parser(sub)
     return parser
 
 

@@ -1,0 +1,321 @@
+"""Feature extraction for FID/KID: explicit extractors, stated resize modes, an on-disk cache.
+
+Every number FID or KID produces depends on three choices that tools rarely state: which network
+(and which weights) embeds the images, how images are resized to its input size, and whether the
+resized pixels are quantised again. Here each is explicit and recorded:
+
+* extractor: a TorchScript Inception file (the offline case), torchmetrics' own Inception
+  (needs torch-fidelity and its downloadable weights), or any ``nn.Module``. Each has a ``name``
+  and a ``sha256`` (of the weights file, or of the module's state dict).
+* resize (see RESIZE_MODES): ``pil_bicubic`` (default, antialiased, in float so nothing is
+  re-quantised) or ``tf1_bilinear`` (the original TensorFlow FID graph's ResizeBilinear without
+  half-pixel centres or antialiasing; use it to compare with published numbers).
+* images enter as 8-bit RGB (files as decoded; generator outputs quantised exactly as a PNG
+  would store them), so evaluating saved files and in-memory translations agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from cyclestyle.imageio import find_images, load_image
+
+__all__ = [
+    "RESIZE_MODES", "FeatureExtractor", "FeatureCache", "resize_to", "load_inception",
+    "torchscript_inception", "torchmetrics_inception", "module_extractor", "extract_features",
+    "features_of_tensors", "file_sha256", "default_cache_dir",
+]
+
+log = logging.getLogger(__name__)
+
+RESIZE_MODES = {
+    "pil_bicubic": "PIL bicubic with antialiasing, per channel in float32 (no re-quantisation)",
+    "tf1_bilinear": "TensorFlow 1 ResizeBilinear (align_corners=False, no half-pixel centres, "
+                    "no antialiasing), as in the original TF FID code",
+}
+_CACHE_FORMAT = 1
+# Decoded images larger than this are refused (decompression bombs); 100 MP covers real photos.
+_MAX_PIXELS = 100_000_000
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _state_sha256(module: nn.Module) -> str:
+    """Hash of a module's class and state dict: two modules with equal weights hash equal."""
+    digest = hashlib.sha256(type(module).__qualname__.encode())
+    for key, value in sorted(module.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class FeatureExtractor(nn.Module):
+    """An embedding network with the facts FID needs stated: input size, feature dimension, hash.
+
+    forward takes (N, 3, S, S) float RGB in [0, 255] at S = `input_size` (already resized) and
+    returns (N, num_features) float. `input_range` says what the wrapped module wants:
+    "minus1_1" (float in [-1, 1]) or "uint8" (rounded to 0..255, as torchmetrics' Inception).
+    """
+
+    def __init__(self, module: nn.Module, name: str, sha256: str, num_features: int,
+                 input_size: int = 299, input_range: str = "minus1_1") -> None:
+        super().__init__()
+        if input_range not in ("minus1_1", "uint8"):
+            raise ValueError(f"input_range must be 'minus1_1' or 'uint8', got {input_range!r}")
+        self.module = module
+        self.name = name
+        self.sha256 = sha256
+        self.num_features = int(num_features)
+        self.input_size = int(input_size)
+        self.input_range = input_range
+        self.module.eval()
+
+    def describe(self) -> dict:
+        return {"name": self.name, "sha256": self.sha256, "num_features": self.num_features,
+                "input_size": self.input_size}
+
+    def forward(self, pixels: Tensor) -> Tensor:
+        if pixels.ndim != 4 or pixels.shape[1:] != (3, self.input_size, self.input_size):
+            raise ValueError(f"{self.name} expects (N, 3, {self.input_size}, {self.input_size}) "
+                             f"pixels, got {tuple(pixels.shape)}")
+        if self.input_range == "uint8":
+            x = pixels.round().clamp(0, 255).to(torch.uint8)
+        else:
+            x = pixels / 127.5 - 1
+        features = self.module(x)
+        if isinstance(features, (tuple, list)):
+            features = features[0]
+        return features.reshape(pixels.shape[0], -1)
+
+
+def torchscript_inception(path: str | os.PathLike) -> FeatureExtractor:
+    """A TorchScript Inception file: NCHW float in [-1, 1] at 299x299 -> (N, 2048) pool3."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Inception weights {str(path)!r} do not exist (expected a "
+                                "TorchScript file such as inception-2015-12-05-torchscript.pt)")
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as err:
+        raise ValueError(f"could not load {str(path)!r} as a TorchScript module: {err}") from err
+    with torch.inference_mode():
+        probe = module(torch.zeros(1, 3, 299, 299))
+    if not isinstance(probe, Tensor) or probe.ndim != 2 or probe.shape[0] != 1:
+        raise ValueError(f"TorchScript module {str(path)!r} must map (1, 3, 299, 299) to "
+                         f"(1, D) features; it returned {getattr(probe, 'shape', type(probe))}")
+    return FeatureExtractor(module, f"torchscript:{path.name}", file_sha256(path),
+                            probe.shape[1], 299, "minus1_1")
+
+
+def torchmetrics_inception() -> FeatureExtractor:
+    """torchmetrics' default Inception (torch-fidelity's port of the TF graph), 2048-d pool3."""
+    try:
+        from torchmetrics.image.fid import NoTrainInceptionV3
+        module = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"])
+    except Exception as err:  # torch-fidelity missing, or its weights cannot be downloaded
+        raise RuntimeError(
+            f"torchmetrics' default Inception is unavailable ({type(err).__name__}: {err}). "
+            "Install torch-fidelity (and allow it to fetch its weights once), or pass "
+            "--inception-weights PATH to a TorchScript Inception such as "
+            "inception-2015-12-05-torchscript.pt") from err
+    return FeatureExtractor(module, "torchmetrics:inception-v3-compat", _state_sha256(module),
+                            2048, 299, "uint8")
+
+
+def module_extractor(module: nn.Module, name: str | None = None, input_size: int = 299,
+                     input_range: str = "minus1_1") -> FeatureExtractor:
+    """Any nn.Module mapping (N, 3, S, S) images to (N, D) features; D is probed once."""
+    with torch.inference_mode():
+        probe_in = torch.zeros(1, 3, input_size, input_size)
+        probe = module(probe_in.to(torch.uint8) if input_range == "uint8" else probe_in)
+    if isinstance(probe, (tuple, list)):
+        probe = probe[0]
+    return FeatureExtractor(module, name or f"module:{type(module).__qualname__}",
+                            _state_sha256(module), probe.reshape(1, -1).shape[1], input_size,
+                            input_range)
+
+
+def load_inception(weights: str | os.PathLike | nn.Module | None) -> FeatureExtractor:
+    """Choose the FID/KID extractor: a path (TorchScript), a module, or None (torchmetrics')."""
+    if isinstance(weights, FeatureExtractor):
+        return weights
+    if isinstance(weights, nn.Module):
+        return module_extractor(weights)
+    if weights is None:
+        return torchmetrics_inception()
+    return torchscript_inception(weights)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resizing
+
+
+def _tf1_bilinear_axis(x: Tensor, size: int, dim: int) -> Tensor:
+    """TF1 ResizeBilinear along one axis: source coordinate = i * in/out, no half-pixel shift."""
+    n_in = x.shape[dim]
+    coords = torch.arange(size, dtype=torch.float64) * (n_in / size)
+    lo = coords.floor().long().clamp(max=n_in - 1)
+    hi = (lo + 1).clamp(max=n_in - 1)
+    shape = [1] * x.ndim
+    shape[dim] = size
+    frac = (coords - lo).to(x.dtype).view(shape)
+    a, b = x.index_select(dim, lo), x.index_select(dim, hi)
+    return a + (b - a) * frac
+
+
+def resize_to(pixels: np.ndarray, size: int, mode: str = "pil_bicubic") -> Tensor:
+    """(H, W, 3) uint8 -> (3, size, size) float32 in [0, 255] by the named resize mode."""
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"unknown resize mode {mode!r}; valid: {sorted(RESIZE_MODES)}")
+    if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
+        raise ValueError(f"expected (H, W, 3) uint8 pixels, got {pixels.shape} {pixels.dtype}")
+    if mode == "pil_bicubic":
+        channels = [
+            np.asarray(Image.fromarray(pixels[..., c].astype(np.float32), mode="F")
+                       .resize((size, size), Image.BICUBIC))
+            for c in range(3)
+        ]
+        return torch.from_numpy(np.stack(channels)).clamp_(0, 255)
+    x = torch.tensor(pixels, dtype=torch.float32).permute(2, 0, 1)
+    return _tf1_bilinear_axis(_tf1_bilinear_axis(x, size, 1), size, 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Extraction
+
+
+def _batched_features(pixel_iter: Iterable[Tensor], count: int, extractor: FeatureExtractor,
+                      batch_size: int, device: str | torch.device) -> Tensor:
+    extractor = extractor.to(device)
+    out, batch = [], []
+    with torch.inference_mode():
+        for pixels in pixel_iter:
+            batch.append(pixels)
+            if len(batch) == batch_size:
+                out.append(extractor(torch.stack(batch).to(device)).double().cpu())
+                batch = []
+        if batch:
+            out.append(extractor(torch.stack(batch).to(device)).double().cpu())
+    features = torch.cat(out) if out else torch.empty(0, extractor.num_features, dtype=torch.float64)
+    assert features.shape[0] == count, (features.shape, count)
+    return features
+
+
+def _image_paths(images: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    if isinstance(images, (str, os.PathLike)):
+        return find_images(images)
+    paths = [Path(p) for p in images]
+    if not paths:
+        raise ValueError("no images given to extract features from")
+    return paths
+
+
+def extract_features(images: str | os.PathLike | Sequence[str | os.PathLike],
+                     extractor: FeatureExtractor, resize: str = "pil_bicubic",
+                     batch_size: int = 32, device: str | torch.device = "cpu",
+                     cache: FeatureCache | None = None, workers: int = 4) -> Tensor:
+    """(N, D) float64 features of a folder (recursive, sorted) or a list of image files.
+
+    With a `cache`, features are looked up by (file contents, extractor sha256, resize mode)
+    first and stored after computing.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"unknown resize mode {resize!r}; valid: {sorted(RESIZE_MODES)}")
+    paths = _image_paths(images)
+    key = cache.key(paths, extractor, resize) if cache is not None else None
+    if key is not None:
+        cached = cache.load(key)
+        if cached is not None:
+            log.info("features of %d images from cache %s", len(paths), cache.path(key))
+            return cached
+
+    def prepare(path: Path) -> Tensor:
+        pixels = np.asarray(load_image(path, max_pixels=_MAX_PIXELS), dtype=np.uint8)
+        return resize_to(pixels, extractor.input_size, resize)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        features = _batched_features(pool.map(prepare, paths), len(paths), extractor,
+                                     batch_size, device)
+    if key is not None:
+        cache.store(key, features, {"count": len(paths), "extractor": extractor.describe(),
+                                    "resize": resize})
+    return features
+
+
+def features_of_tensors(images: Tensor, extractor: FeatureExtractor, resize: str = "pil_bicubic",
+                        batch_size: int = 32, device: str | torch.device = "cpu") -> Tensor:
+    """Features of (N, 3, H, W) images in [-1, 1] (e.g. generator outputs), quantised to 8 bits
+    exactly as saving them as PNG would, then resized like files."""
+    from cyclestyle.samples import to_uint8
+
+    pixels = to_uint8(images.detach().cpu()).numpy()
+    return _batched_features((resize_to(p, extractor.input_size, resize) for p in pixels),
+                             len(pixels), extractor, batch_size, device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cache
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "cyclestyle" / "features"
+
+
+class FeatureCache:
+    """Features of image sets on disk, one file per (set contents, extractor, resize mode).
+
+    The key hashes every file's bytes (in the set's sorted order), so renaming a file keeps the
+    entry, editing one pixel invalidates it, and a different extractor or resize never collides.
+    """
+
+    def __init__(self, folder: str | os.PathLike | None = None,
+                 hasher: Callable[[Path], str] = file_sha256) -> None:
+        self.folder = Path(folder) if folder is not None else default_cache_dir()
+        self._hasher = hasher
+
+    def key(self, paths: Sequence[Path], extractor: FeatureExtractor, resize: str) -> str:
+        digest = hashlib.sha256(json.dumps(
+            {"format": _CACHE_FORMAT, "extractor": extractor.sha256, "resize": resize,
+             "input_size": extractor.input_size}, sort_keys=True).encode())
+        for path in paths:
+            digest.update(self._hasher(path).encode())
+        return digest.hexdigest()
+
+    def path(self, key: str) -> Path:
+        return self.folder / f"{key}.pt"
+
+    def load(self, key: str) -> Tensor | None:
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            entry = torch.load(path, map_location="cpu", weights_only=True)
+            return entry["features"].double()
+        except Exception as err:  # a damaged entry is recomputed, not fatal
+            log.warning("ignoring unreadable feature cache entry %s: %s", path, err)
+            return None
+
+    def store(self, key: str, features: Tensor, info: dict) -> None:
+        from cyclestyle.checkpoint import atomic_torch_save
+
+        atomic_torch_save({"features": features.cpu(), "info": json.dumps(info)}, self.path(key))
