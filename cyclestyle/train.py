@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import set_seed
+from accelerate.utils import gather_object, set_seed
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -163,17 +163,24 @@ class Trainer:
 
     # --- state -------------------------------------------------------------------------------
 
-    def state_dict(self) -> dict[str, Any]:
+    def process_state(self) -> dict[str, Any]:
+        """What differs between processes: history pools, RNG streams, skipped-image counts."""
+        return {
+            "pools": {"a": self.pool_a.state_dict(), "b": self.pool_b.state_dict()},
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            "skipped_images": self.skipped_images,
+        }
+
+    def state_dict(self, process_states: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         unwrap = self.accelerator.unwrap_model
         return {
             "config": self.config.to_dict(),
             "models": {name: _plain_state(unwrap(net)) for name, net in vars(self.nets).items()},
             "optimizers": {"g": self.opt_g.state_dict(), "d": self.opt_d.state_dict()},
             "schedulers": {"g": self.sched_g.state_dict(), "d": self.sched_d.state_dict()},
-            "pools": {"a": self.pool_a.state_dict(), "b": self.pool_b.state_dict()},
-            "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-            "skipped_images": self.skipped_images,
+            "processes": process_states or [self.process_state()],  # in rank order
+            "world_size": self.accelerator.num_processes,
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
@@ -183,22 +190,33 @@ class Trainer:
         self.opt_d.load_state_dict(state["optimizers"]["d"])
         self.sched_g.load_state_dict(state["schedulers"]["g"])
         self.sched_d.load_state_dict(state["schedulers"]["d"])
-        device = self.accelerator.device
-        self.pool_a.load_state_dict(state["pools"]["a"], device)
-        self.pool_b.load_state_dict(state["pools"]["b"], device)
-        torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.step = state["step"]
-        self.skipped_images = state.get("skipped_images", 0)
+        rank, processes = self.accelerator.process_index, state["processes"]
+        if len(processes) != self.accelerator.num_processes:
+            log.warning("resuming a %d-process run with %d processes: training continues, but "
+                        "not on exactly the images the original run would have drawn",
+                        len(processes), self.accelerator.num_processes)
+        mine = processes[rank % len(processes)]
+        device = self.accelerator.device
+        self.pool_a.load_state_dict(mine["pools"]["a"], device)
+        self.pool_b.load_state_dict(mine["pools"]["b"], device)
+        torch.set_rng_state(mine["rng"]["torch"])
+        if mine["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(mine["rng"]["cuda"])
+        self.skipped_images = mine["skipped_images"]
 
     def save_checkpoint(self) -> Path | None:
-        self.accelerator.wait_for_everyone()
+        """Every process takes part (its pools and RNG go in); the main one writes the file."""
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        states = [self.process_state()]
+        if acc.num_processes > 1:
+            states = gather_object(states)
         path = None
-        if self.accelerator.is_main_process:
-            path = ckpt.save_checkpoint(self.state_dict(), self.output_dir, self.step,
+        if acc.is_main_process:
+            path = ckpt.save_checkpoint(self.state_dict(states), self.output_dir, self.step,
                                         keep=self.config.train.keep_checkpoints)
-        self.accelerator.wait_for_everyone()
+        acc.wait_for_everyone()
         return path
 
     # --- one step ----------------------------------------------------------------------------
@@ -352,6 +370,7 @@ class Trainer:
         acc = self.accelerator
         values = {k: acc.reduce(v.detach().float(), reduction="mean").item() for k, v in logs.items()}
         values |= {"lr": self.sched_g.get_last_lr()[0], "steps_per_s": rate,
+                   "world_size": acc.num_processes,
                    "images_per_s": rate * self.config.train.batch_size * acc.num_processes
                    * self.config.train.grad_accum_steps, "skipped_images": self.skipped_images}
         if not all(math.isfinite(v) for v in values.values()):

@@ -93,6 +93,12 @@ def test_int_accepted_for_float_and_kept_as_float():
     assert config.train.lr == 1.0 and isinstance(config.train.lr, float)
 
 
+def test_exponent_without_dot_is_a_float():
+    assert load_config(None, ["train.lr=1e-4"]).train.lr == 1e-4  # YAML 1.1 says "string"
+    with pytest.raises(ConfigError, match=r"train\.lr: expected a number, got 'fast'"):
+        load_config(None, ["train.lr=fast"])
+
+
 def test_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         load_config(tmp_path / "nope.yaml")

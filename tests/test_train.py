@@ -85,7 +85,8 @@ def test_resume_is_exact(image_dirs, tmp_path):
     assert_same_params(final_params(full), final_params(half))
     a, b = ckpt.load_checkpoint(full), ckpt.load_checkpoint(half)
     assert a["optimizers"]["g"]["state"][0]["step"] == b["optimizers"]["g"]["state"][0]["step"] == 6
-    assert torch.equal(a["pools"]["a"]["images"], b["pools"]["a"]["images"])
+    pool_a, pool_b = (c["processes"][0]["pools"]["a"]["images"] for c in (a, b))
+    assert len(pool_a) == 2 and torch.equal(pool_a, pool_b)
 
 
 def test_gradient_accumulation_matches_the_larger_batch(image_dirs, tmp_path):
@@ -151,25 +152,25 @@ def _cli(*args, **kw):
 @pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted(image_dirs, tmp_path):
     args = ["train", str(TINY), "--set", f"data.domain_a={image_dirs[0]}", "--set",
-            f"data.domain_b={image_dirs[1]}", "--set", "train.max_steps=40", "--set",
+            f"data.domain_b={image_dirs[1]}", "--set", "train.max_steps=16", "--set",
             "train.checkpoint_every=4", "--set", "train.progress=false", "--set", "train.cpu=true"]
     killed = tmp_path / "killed"
     proc = _cli(*args, "--set", f"output_dir={killed}")
     deadline = time.time() + 120
-    while not (killed / "checkpoints" / "step_00000008.pt").exists():
+    while not (killed / "checkpoints" / "step_00000004.pt").exists():
         assert proc.poll() is None, proc.stdout.read()
         assert time.time() < deadline, "no checkpoint within 120 s"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert ckpt.load_checkpoint(killed)["step"] < 40  # really interrupted
+    assert ckpt.load_checkpoint(killed)["step"] < 16  # really interrupted
     resumed = _cli(*args, "--set", f"output_dir={killed}", "--resume")
-    log = resumed.communicate(timeout=300)[0]
+    log = resumed.communicate(timeout=900)[0]
     assert resumed.returncode == 0, log
     assert "resuming from" in log
     clean = tmp_path / "clean"
     proc = _cli(*args, "--set", f"output_dir={clean}")
-    assert proc.wait(timeout=300) == 0
+    assert proc.wait(timeout=900) == 0
     assert_same_params(final_params(clean), final_params(killed))
 
 
