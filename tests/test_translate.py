@@ -287,7 +287,7 @@ def test_two_processes_translate_every_file_exactly_once(checkpoint, tmp_path):
                str(inp), "--output", str(out), "--device", "cpu", "--workers", "0",
                "--no-progress"]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=180)
+                            timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "rank 1 of 2" in result.stderr and "rank 0 of 2" in result.stderr
     assert "translated 9 image(s)" in result.stdout  # gathered over both ranks: none twice
