@@ -19,10 +19,17 @@ def save_image_atomic(image: Image.Image, path: str | Path, **save_kwargs) -> No
     try:
         with os.fdopen(fd, "wb") as f:
             image.save(f, format=fmt, **save_kwargs)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give normal file permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
