@@ -112,18 +112,21 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest checkpoint that loads; a corrupt newest one is skipped with a warning."""
+def load_latest(output_dir: str | Path) -> dict[str, Any] | None:
+    """The newest checkpoint that loads (a corrupt newest one is skipped with a warning)."""
     import warnings
 
     for path in reversed(list_checkpoints(output_dir)):
         try:
-            load_checkpoint(path)
+            return load_checkpoint(path)
         except CheckpointError as err:
             warnings.warn(f"skipping unreadable checkpoint: {err}", stacklevel=2)
-            continue
-        return path
     return None
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    state = load_latest(output_dir)
+    return Path(state["path"]) if state else None
 
 
 def build_generators(config: Any) -> tuple[nn.Module, nn.Module]:

@@ -113,15 +113,12 @@ class Trainer:
     def _find_resume_state(self, resume: str | Path | bool | None) -> dict | None:
         if not resume:
             return None
-        if resume is True:
-            path = ckpt.latest_checkpoint(self.output_dir)
-            if path is None:
-                log.warning("--resume: no checkpoint in %s yet; starting from step 0",
-                            ckpt.checkpoint_dir(self.output_dir))
-                return None
-        else:
-            path = Path(resume)
-        state = ckpt.load_checkpoint(path)
+        # Load once: the newest readable checkpoint is found by loading it.
+        state = ckpt.load_latest(self.output_dir) if resume is True else ckpt.load_checkpoint(resume)
+        if state is None:
+            log.warning("--resume: no checkpoint in %s yet; starting from step 0",
+                        ckpt.checkpoint_dir(self.output_dir))
+            return None
         saved = from_dict(state["config"])
         if saved.model != self.config.model:
             raise ConfigError(f"cannot resume from {state['path']}: its model section "
