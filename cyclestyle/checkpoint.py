@@ -6,8 +6,11 @@ with `weights_only=True`: opening a checkpoint someone sent you cannot execute c
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,8 +20,14 @@ from torch import nn
 
 from cyclestyle import __version__
 
+log = logging.getLogger(__name__)
+
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
+TEMP_SUFFIX = ".tmp"
+# Temp files of atomic_torch_save: ".step_00000010.pt.k3j2x1.tmp", ".best.pt.k3j2x1.tmp".
+_TEMP_NAME = re.compile(r"^\.(step_\d{8}\.pt|best\.pt)\.[^.]+\.tmp$")
+BEST_NAME = "best.pt"  # the step with the lowest held-out FID (eval.every > 0)
 
 
 class CheckpointError(ValueError):
@@ -36,20 +45,66 @@ def checkpoint_path(output_dir: str | Path, step: int) -> Path:
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """Write to a temp file in the same folder, fsync, then rename over `path`.
 
-    A crash at any moment leaves either the old file or the new one, never half of one.
+    A crash at any moment leaves either the old file or the new one, never half of one. A
+    failed write (full disk, quota) removes the temp file and raises `OSError` naming `path`.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as err:  # no inodes left, read-only file system, ...
+        raise write_error(path, err) from err
+    writer = None
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            writer = _ErrorRecordingWriter(f)
+            torch.save(obj, writer)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        cause = err if isinstance(err, OSError) else writer and writer.error
+        if cause:
+            raise write_error(path, cause) from err
         raise
     _fsync_dir(path.parent)
+
+
+class _ErrorRecordingWriter:
+    """A file's `write`, remembering the OSError it raised.
+
+    torch.save's C++ writer swallows it and reports "unexpected pos 1984 vs 1878" instead."""
+
+    def __init__(self, file: Any) -> None:
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def write_error(path: Path, err: OSError) -> OSError:
+    """`err` re-raised with the file it was writing, and what to do when the disk is full."""
+    detail = err.strerror or str(err) or type(err).__name__
+    message = f"cannot write {path}: {detail}"
+    if err.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in detail:
+        message += (f"; the disk may be full (free: {_free_space(path.parent)}). Free space or "
+                    "choose another output_dir; files written before are left as they were")
+    return OSError(err.errno, message) if err.errno is not None else OSError(message)
+
+
+def _free_space(folder: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:,.1f} MiB"
+    except OSError:
+        return "unknown"
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -67,14 +122,57 @@ def _fsync_dir(folder: Path) -> None:
 
 def save_checkpoint(state: dict[str, Any], output_dir: str | Path, step: int,
                     keep: int) -> Path:
-    """Save `state` as step_XXXXXXXX.pt and delete all but the newest `keep` checkpoints."""
-    state = {"format_version": FORMAT_VERSION, "cyclestyle_version": __version__,
-             "step": step, **state}
+    """Save `state` as step_XXXXXXXX.pt, keeping it and the `keep - 1` newest earlier steps.
+
+    The file just written is never deleted, and neither are checkpoints of later steps (left by
+    an earlier run in the same folder, or a corrupt newest file a resume skipped): only steps
+    before `step` rotate. Temp files of writes a crash interrupted are removed.
+    """
     path = checkpoint_path(output_dir, step)
-    atomic_torch_save(state, path)
-    for old in list_checkpoints(output_dir)[:-keep]:
+    atomic_torch_save(_with_header(state, step), path)
+    found = list_checkpoints(output_dir)
+    earlier = [p for p in found if _step_of(p) < step]
+    for old in earlier[: max(0, len(earlier) - (keep - 1))]:
         old.unlink(missing_ok=True)
+    later = [p.name for p in found if _step_of(p) > step]
+    if later and checkpoint_dir(output_dir) not in _WARNED_LATER:
+        _WARNED_LATER.add(checkpoint_dir(output_dir))
+        log.warning("%s also holds checkpoints of later steps (%s), not from this run's "
+                    "history; --resume picks the newest, so move them away if they are stale",
+                    checkpoint_dir(output_dir), ", ".join(later))
+    remove_stale_temp_files(output_dir)
     return path
+
+
+_WARNED_LATER: set[Path] = set()
+
+
+def _step_of(path: Path) -> int:
+    return int(_NAME.match(path.name).group(1))
+
+
+def remove_stale_temp_files(output_dir: str | Path) -> list[Path]:
+    """Delete the temp files of checkpoint writes that a crash or SIGKILL interrupted.
+
+    Only safe while no other process writes to this run's checkpoints (as with rotation)."""
+    folder = checkpoint_dir(output_dir)
+    stale = [p for p in folder.iterdir() if _TEMP_NAME.match(p.name)] if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+        log.info("removed %s, left by an interrupted checkpoint write", path)
+    return stale
+
+
+def save_best_checkpoint(state: dict[str, Any], output_dir: str | Path, step: int) -> Path:
+    """Save `state` as best.pt: outside the step_* rotation, so keep-K never deletes it."""
+    path = checkpoint_dir(output_dir) / BEST_NAME
+    atomic_torch_save(_with_header(state, step), path)
+    return path
+
+
+def _with_header(state: dict[str, Any], step: int) -> dict[str, Any]:
+    return {"format_version": FORMAT_VERSION, "cyclestyle_version": __version__,
+            "step": step, **state}
 
 
 def list_checkpoints(output_dir: str | Path) -> list[Path]:
@@ -148,3 +246,37 @@ def load_generators(path: str | Path) -> tuple[nn.Module, nn.Module, Any]:
     g_ab.load_state_dict(state["models"]["g_ab"])
     g_ba.load_state_dict(state["models"]["g_ba"])
     return g_ab.eval(), g_ba.eval(), config
+
+
+def load_for_resume(resume: str | Path | bool | None, output_dir: str | Path,
+                    model_config: Any) -> dict[str, Any] | None:
+    """The state `--resume` continues from: the newest in output_dir (True) or a given file.
+
+    Refuses a checkpoint whose model section differs from `model_config` (a ModelConfig)."""
+    if not resume:
+        return None
+    from cyclestyle.config import ConfigError, from_dict
+
+    # Loaded once: the newest readable checkpoint is found by loading it.
+    state = load_latest(output_dir) if resume is True else load_checkpoint(resume)
+    if state is None and list_checkpoints(output_dir):
+        names = ", ".join(p.name for p in list_checkpoints(output_dir))
+        raise CheckpointError(f"--resume: no checkpoint in {checkpoint_dir(output_dir)} can be "
+                              f"loaded ({names}; see the warnings above). Move them away to "
+                              "start from step 0, or pass --resume FILE with a good copy")
+    if state is None:
+        log.warning("--resume: no checkpoint in %s yet; starting from step 0",
+                    checkpoint_dir(output_dir))
+        return None
+    saved = from_dict(state["config"])
+    if saved.model != model_config:
+        raise ConfigError(f"cannot resume from {state['path']}: its model section "
+                          f"{saved.model} differs from the config's {model_config}")
+    log.info("resuming from %s (step %d)", state["path"], state["step"])
+    return state
+
+
+def plain_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """CPU copies under plain names: torch.compile's `_orig_mod.` prefix is dropped."""
+    module = getattr(module, "_orig_mod", module)
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}

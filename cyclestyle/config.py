@@ -99,12 +99,17 @@ class TrainConfig:
     compile: bool = False
     cpu: bool = False  # force CPU even when a GPU is present
     progress: bool = True
+    # A step whose loss is NaN/inf is skipped (no update) and counted; after this many bad steps
+    # in a row training stops. 0 turns the check off, which saves one host sync per step on GPU.
+    max_bad_steps: int = 10
 
     def validate(self) -> None:
         for key in ("max_steps", "batch_size", "grad_accum_steps", "checkpoint_every",
                     "keep_checkpoints", "log_every", "sample_every"):
             value = getattr(self, key)
             _check(value >= 1, f"train.{key}", value, "an integer >= 1")
+        _check(self.max_bad_steps >= 0, "train.max_bad_steps", self.max_bad_steps,
+               "an integer >= 0 (0 = no check)")
         _check(self.pool_size >= 0, "train.pool_size", self.pool_size, "an integer >= 0")
         _check(self.lr > 0, "train.lr", self.lr, "a positive float")
         _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "train.betas",
@@ -123,22 +128,65 @@ class TrainConfig:
 
 
 @dataclass
+class EvalConfig:
+    """FID/KID of G_AB on held-out images during training; the best step is kept as best.pt."""
+
+    every: int = 0  # steps between evaluations; 0 = never
+    domain_a: str = ""  # held-out A images to translate; "" = data.root/testA
+    domain_b: str = ""  # real B images to compare against; "" = data.root/testB
+    # TorchScript Inception (e.g. inception-2015-12-05-torchscript.pt); "" = torchmetrics'
+    # Inception, which needs torch-fidelity and its downloaded weights.
+    inception_weights: str = ""
+    resize: str = "pil_bicubic"  # or tf1_bilinear, comparable with published FIDs
+    max_images: int = 0  # per set; 0 = all
+    batch_size: int = 16
+
+    def validate(self) -> None:
+        from cyclestyle.metrics.features import RESIZE_MODES
+
+        _check(self.every >= 0, "eval.every", self.every, "an integer >= 0 (0 = off)")
+        _check(self.max_images >= 0, "eval.max_images", self.max_images, "an integer >= 0 (0 = all)")
+        _check(self.batch_size >= 1, "eval.batch_size", self.batch_size, "an integer >= 1")
+        _check(self.resize in RESIZE_MODES, "eval.resize", self.resize, " / ".join(RESIZE_MODES))
+        if self.inception_weights:
+            _check(Path(self.inception_weights).is_file(), "eval.inception_weights",
+                   self.inception_weights, "an existing TorchScript file, or '' for torchmetrics'")
+
+    def held_out_dirs(self, data: DataConfig) -> tuple[Path, Path]:
+        """(held-out A, real B); defaults to the CycleGAN layout's test split."""
+        dirs = []
+        for key, given, split in (("domain_a", self.domain_a, "testA"),
+                                  ("domain_b", self.domain_b, "testB")):
+            if not given and not data.root:
+                raise ConfigError(f"eval.{key}: required when eval.every > 0 and data.root is "
+                                  "not set (expected a folder of held-out images)")
+            folder = Path(given) if given else Path(data.root) / split
+            if not folder.is_dir():
+                raise ConfigError(f"eval.{key}: {folder} is not a folder of images")
+            dirs.append(folder)
+        return dirs[0], dirs[1]
+
+
+@dataclass
 class ExperimentConfig:
     output_dir: str = "runs/default"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> ExperimentConfig:
         _check(bool(self.output_dir), "output_dir", self.output_dir, "a non-empty path")
-        for part in (self.data, self.model, self.loss, self.train):
+        for part in (self.data, self.model, self.loss, self.train, self.eval):
             try:
                 part.validate()
             except ConfigError:
                 raise
             except ValueError as err:  # component validators raise plain ValueError
                 raise ConfigError(str(err)) from err
+        if self.eval.every:
+            self.eval.held_out_dirs(self.data)  # fail now, not after hours of training
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +23,20 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cyclestyle import checkpoint as ckpt
-from cyclestyle.config import ConfigError, ExperimentConfig, from_dict
+from cyclestyle.config import ExperimentConfig
 from cyclestyle.data import UnpairedDataset, build_dataloader, find_images, resolve_domain_dirs
 from cyclestyle.interrupt import StopRequested
 from cyclestyle.losses import GANLoss, PerceptualLoss, cycle_loss, identity_loss
 from cyclestyle.models import create_discriminator
 from cyclestyle.models.layers import channels_last_is_safe
+from cyclestyle.monitor import (
+    NonFiniteGuard,
+    assert_finite_parameters,
+    build_training_fid,
+    init_tracker,
+)
 from cyclestyle.pool import ImagePool
-from cyclestyle.samples import save_sample_grid
+from cyclestyle.samples import save_cycle_samples
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +78,7 @@ class Trainer:
             log_with=None if tc.tracker == "none" else tc.tracker,
             project_dir=str(self.output_dir))
         acc = self.accelerator
-        resume_state = self._find_resume_state(resume)
+        resume_state = ckpt.load_for_resume(resume, self.output_dir, config.model)
         set_seed(tc.seed)  # same initial weights in every process
         self.nets = build_networks(config)
         self.channels_last = self._use_channels_last()
@@ -93,6 +97,9 @@ class Trainer:
         self.pool_a, self.pool_b = ImagePool(tc.pool_size, seed), ImagePool(tc.pool_size, seed + 1)
         self.step = 0
         self.skipped_images = 0
+        self.guard = NonFiniteGuard(acc, tc.max_bad_steps)
+        # Held-out FID/KID is computed by the main process only; the others wait for it.
+        self.training_fid = build_training_fid(config, acc.device) if acc.is_main_process else None
         if resume_state is not None:
             self._load_state(resume_state)
         g_ab, g_ba, d_a, d_b, self.opt_g, self.opt_d = acc.prepare(
@@ -109,22 +116,6 @@ class Trainer:
 
     def _lr_lambda(self, step: int) -> float:
         return lr_factor(step, self.config)
-
-    def _find_resume_state(self, resume: str | Path | bool | None) -> dict | None:
-        if not resume:
-            return None
-        # Load once: the newest readable checkpoint is found by loading it.
-        state = ckpt.load_latest(self.output_dir) if resume is True else ckpt.load_checkpoint(resume)
-        if state is None:
-            log.warning("--resume: no checkpoint in %s yet; starting from step 0",
-                        ckpt.checkpoint_dir(self.output_dir))
-            return None
-        saved = from_dict(state["config"])
-        if saved.model != self.config.model:
-            raise ConfigError(f"cannot resume from {state['path']}: its model section "
-                              f"{saved.model} differs from the config's {self.config.model}")
-        log.info("resuming from %s (step %d)", state["path"], state["step"])
-        return state
 
     def _use_channels_last(self) -> bool:
         if not self.config.train.channels_last:
@@ -173,11 +164,13 @@ class Trainer:
         unwrap = self.accelerator.unwrap_model
         return {
             "config": self.config.to_dict(),
-            "models": {name: _plain_state(unwrap(net)) for name, net in vars(self.nets).items()},
+            "models": {name: ckpt.plain_state_dict(unwrap(net)) for name, net in vars(self.nets).items()},
             "optimizers": {"g": self.opt_g.state_dict(), "d": self.opt_d.state_dict()},
             "schedulers": {"g": self.sched_g.state_dict(), "d": self.sched_d.state_dict()},
             "processes": process_states or [self.process_state()],  # in rank order
             "world_size": self.accelerator.num_processes,
+            "nonfinite": self.guard.state_dict(),
+            "eval": self.training_fid.state_dict() if self.training_fid else None,
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
@@ -188,6 +181,10 @@ class Trainer:
         self.sched_g.load_state_dict(state["schedulers"]["g"])
         self.sched_d.load_state_dict(state["schedulers"]["d"])
         self.step = state["step"]
+        if "nonfinite" in state:  # absent in checkpoints of cyclestyle < 0.2
+            self.guard.load_state_dict(state["nonfinite"])
+        if self.training_fid and state.get("eval"):
+            self.training_fid.load_state_dict(state["eval"])
         rank, processes = self.accelerator.process_index, state["processes"]
         if len(processes) != self.accelerator.num_processes:
             log.warning("resuming a %d-process run with %d processes: training continues, but "
@@ -202,8 +199,10 @@ class Trainer:
             torch.cuda.set_rng_state_all(mine["rng"]["cuda"])
         self.skipped_images = mine["skipped_images"]
 
-    def save_checkpoint(self) -> Path | None:
-        """Every process takes part (its pools and RNG go in); the main one writes the file."""
+    def save_checkpoint(self, best: bool = False) -> Path | None:
+        """Every process takes part (its pools and RNG go in); the main one writes the file.
+
+        `best=True` writes checkpoints/best.pt, which the step_* rotation never deletes."""
         acc = self.accelerator
         acc.wait_for_everyone()
         states = [self.process_state()]
@@ -211,10 +210,23 @@ class Trainer:
             states = gather_object(states)
         path = None
         if acc.is_main_process:
-            path = ckpt.save_checkpoint(self.state_dict(states), self.output_dir, self.step,
-                                        keep=self.config.train.keep_checkpoints)
+            assert_finite_parameters({k: acc.unwrap_model(v) for k, v in vars(self.nets).items()},
+                                     self.step)
+            state = self.state_dict(states)
+            path = (ckpt.save_best_checkpoint(state, self.output_dir, self.step) if best else
+                    ckpt.save_checkpoint(state, self.output_dir, self.step,
+                                         keep=self.config.train.keep_checkpoints))
         acc.wait_for_everyone()
         return path
+
+    def _checkpoint_unless_bad_streak(self) -> Path | None:
+        # During a run of non-finite steps nothing is saved: the newest checkpoint is always one
+        # written after a good update, which is where a retry with other settings should start.
+        if self.guard.consecutive == 0:
+            return self.save_checkpoint()
+        log.warning("step %d: no checkpoint while steps are non-finite (%d in a row)",
+                    self.step, self.guard.consecutive)
+        return None
 
     # --- one step ----------------------------------------------------------------------------
 
@@ -263,8 +275,11 @@ class Trainer:
         pred_fake = [p[len(real):] for p in preds]
         return 0.5 * (self.gan_loss(pred_real, True) + self.gan_loss(pred_fake, False))
 
-    def train_step(self, micro_batches: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        """One optimizer step of G, then of D, over `grad_accum_steps` micro-batches."""
+    def train_step(self, micro_batches: list[dict[str, Any]]) -> tuple[dict[str, torch.Tensor], bool]:
+        """One optimizer step of G, then of D, over `grad_accum_steps` micro-batches.
+
+        Returns the losses and whether every update was applied. A non-finite G loss skips the
+        whole step (its fakes never enter the history pools); a non-finite D loss skips D's."""
         acc, n, k = self.accelerator, self.nets, len(micro_batches)
         reals = [self._to_device(b) for b in micro_batches]
         logs: dict[str, torch.Tensor] = {}
@@ -277,8 +292,20 @@ class Trainer:
             acc.backward(loss_g / k)
             fakes.append((fake_a.detach(), fake_b.detach()))  # reused by the D step, not recomputed
             _accumulate(logs, {"g_total": loss_g.detach(), **{k_: v.detach() for k_, v in parts.items()}}, k)
-        self.opt_g.step()
+        ok = self.guard.all_finite(logs)
+        if ok:
+            self.opt_g.step()
         self.opt_g.zero_grad(set_to_none=True)
+        if ok:
+            ok = self._discriminator_step(reals, fakes, logs)
+        # The schedule follows the step count, skipped or not, so a resumed run matches.
+        self.sched_g.step()
+        self.sched_d.step()
+        return logs, ok
+
+    def _discriminator_step(self, reals: list, fakes: list, logs: dict[str, torch.Tensor]) -> bool:
+        acc, n, k = self.accelerator, self.nets, len(reals)
+        d_logs: dict[str, torch.Tensor] = {}
         # D step on real images and fakes drawn from the history pools.
         _set_requires_grad([n.d_a, n.d_b], True)
         for i, ((real_a, real_b), (fake_a, fake_b)) in enumerate(zip(reals, fakes)):
@@ -286,12 +313,13 @@ class Trainer:
                 loss_d_a = self.discriminator_loss(n.d_a, real_a, self.pool_a.query(fake_a))
                 loss_d_b = self.discriminator_loss(n.d_b, real_b, self.pool_b.query(fake_b))
             acc.backward((loss_d_a + loss_d_b) / k)
-            _accumulate(logs, {"d_a": loss_d_a.detach(), "d_b": loss_d_b.detach()}, k)
-        self.opt_d.step()
+            _accumulate(d_logs, {"d_a": loss_d_a.detach(), "d_b": loss_d_b.detach()}, k)
+        logs |= d_logs
+        ok = self.guard.all_finite(d_logs)
+        if ok:
+            self.opt_d.step()
         self.opt_d.zero_grad(set_to_none=True)
-        self.sched_g.step()
-        self.sched_d.step()
-        return logs
+        return ok
 
     def _no_sync(self, skip_sync: bool, *models: nn.Module) -> contextlib.AbstractContextManager:
         if not skip_sync:
@@ -318,26 +346,32 @@ class Trainer:
         bar = tqdm(total=tc.max_steps, initial=self.step, disable=not (tc.progress and acc.is_local_main_process),
                    desc="train", unit="step", dynamic_ncols=True)
         logs: dict[str, torch.Tensor] = {}
-        last_path, t_log, steps_since_log = None, time.perf_counter(), 0
+        last_path, t_log, steps_since_log, good_steps = None, time.perf_counter(), 0, 0
         with StopRequested() as stop:
             while self.step < tc.max_steps:
                 micro = [next(batches) for _ in range(tc.grad_accum_steps)]
                 self.skipped_images += sum(int(b["skipped"].sum()) for b in micro)
-                for key, value in self.train_step(micro).items():
-                    logs[key] = logs.get(key, 0) + value
+                step_logs, ok = self.train_step(micro)
                 self.step += 1
+                self.guard.record(self.step, None if ok else step_logs)
+                if ok:  # a skipped step's NaNs would poison the logged means
+                    good_steps += 1
+                    for key, value in step_logs.items():
+                        logs[key] = logs.get(key, 0) + value
                 steps_since_log += 1
                 bar.update(1)
                 if self.step % tc.log_every == 0 or self.step == tc.max_steps:
                     rate = steps_since_log / (time.perf_counter() - t_log)
-                    self._log_metrics({k: v / steps_since_log for k, v in logs.items()}, rate, bar)
-                    logs, t_log, steps_since_log = {}, time.perf_counter(), 0
+                    self._log_metrics({k: v / good_steps for k, v in logs.items()}, rate, bar)
+                    logs, t_log, steps_since_log, good_steps = {}, time.perf_counter(), 0, 0
                 if self.step % tc.sample_every == 0 or self.step == tc.max_steps:
                     self.save_samples()
+                if self.config.eval.every and self.step % self.config.eval.every == 0:
+                    self.evaluate()
                 done = self.step == tc.max_steps
                 stopping = _any_process(acc, stop.signal)
                 if self.step % tc.checkpoint_every == 0 or done or stopping:
-                    last_path = self.save_checkpoint() or last_path
+                    last_path = self._checkpoint_unless_bad_streak() or last_path
                 if stopping and not done:
                     bar.close()
                     if acc.is_main_process:
@@ -353,14 +387,24 @@ class Trainer:
             return
         self.output_dir.mkdir(parents=True, exist_ok=True)
         (self.output_dir / "config.yaml").write_text(self.config.to_yaml())
-        if self.config.train.tracker != "none":
-            if self.config.train.tracker == "wandb" and not os.environ.get("WANDB_API_KEY") \
-                    and not os.environ.get("WANDB_MODE"):
-                os.environ["WANDB_MODE"] = "offline"  # no key: log locally, sync later
-                log.warning("wandb: no WANDB_API_KEY; logging offline under %s", self.output_dir)
-            kwargs = {"wandb": {"dir": str(self.output_dir)}}
-            self.accelerator.init_trackers(self.config.train.project, config=_flatten(self.config.to_dict()),
-                                           init_kwargs=kwargs)
+        init_tracker(self.accelerator, self.config)
+
+    def evaluate(self) -> dict[str, float]:
+        """Held-out FID/KID (main process); a new best FID is saved as checkpoints/best.pt."""
+        acc, scores = self.accelerator, {}
+        if self.training_fid is not None:
+            scores = self.training_fid(acc.unwrap_model(self.nets.g_ab), self.step)
+            self._append_metrics({"eval_" + k: v for k, v in scores.items()})
+            acc.log({"eval_" + k: v for k, v in scores.items()}, step=self.step)
+        if _any_process(acc, True if scores.get("fid_is_best") else None):
+            path = self.save_checkpoint(best=True)
+            if path:
+                log.info("step %d: best held-out FID so far (%.3f): %s", self.step, scores["fid"], path)
+        return scores
+
+    def _append_metrics(self, values: dict[str, Any]) -> None:
+        with (self.output_dir / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps({"step": self.step, **values}) + "\n")
 
     def _log_metrics(self, logs: dict[str, torch.Tensor], rate: float, bar: tqdm) -> None:
         # The only host-device sync of the loop: losses are read back when logged, not per step.
@@ -369,13 +413,11 @@ class Trainer:
         values |= {"lr": self.sched_g.get_last_lr()[0], "steps_per_s": rate,
                    "world_size": acc.num_processes,
                    "images_per_s": rate * self.config.train.batch_size * acc.num_processes
-                   * self.config.train.grad_accum_steps, "skipped_images": self.skipped_images}
-        if not all(math.isfinite(v) for v in values.values()):
-            log.warning("non-finite loss at step %d: %s", self.step, values)
+                   * self.config.train.grad_accum_steps, "skipped_images": self.skipped_images,
+                   "bad_steps": self.guard.total}
         if acc.is_main_process:
             bar.set_postfix({k: f"{values[k]:.3f}" for k in ("g_total", "d_a", "d_b") if k in values})
-            with (self.output_dir / "metrics.jsonl").open("a") as f:
-                f.write(json.dumps({"step": self.step, **values}) + "\n")
+            self._append_metrics(values)
         acc.log(values, step=self.step)
 
     @torch.no_grad()
@@ -386,20 +428,8 @@ class Trainer:
         real_a = torch.stack([it["a"] for it in items]).to(self.accelerator.device)
         real_b = torch.stack([it["b"] for it in items]).to(self.accelerator.device)
         g_ab, g_ba = (self.accelerator.unwrap_model(g) for g in (self.nets.g_ab, self.nets.g_ba))
-        was_training = g_ab.training
-        g_ab.eval(), g_ba.eval()
-        with self.accelerator.autocast():
-            fake_b, fake_a = g_ab(real_a), g_ba(real_b)
-            rows = [real_a, fake_b, g_ba(fake_b), real_b, fake_a, g_ab(fake_a)]
-        g_ab.train(was_training), g_ba.train(was_training)
-        save_sample_grid([r.float().cpu() for r in rows], self.output_dir / "samples" / f"step_{self.step:08d}.png",
-                         labels=["A", "G_AB(A)", "G_BA(G_AB(A))", "B", "G_BA(B)", "G_AB(G_BA(B))"])
-
-
-def _plain_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    # torch.compile wraps modules as `_orig_mod`; store the plain names so checkpoints are portable.
-    module = getattr(module, "_orig_mod", module)
-    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+        save_cycle_samples(g_ab, g_ba, real_a, real_b, self.accelerator.autocast(),
+                           self.output_dir / "samples" / f"step_{self.step:08d}.png")
 
 
 def _set_requires_grad(models: list[nn.Module], flag: bool) -> None:
@@ -418,16 +448,6 @@ def _any_process(acc: Accelerator, flag: Any) -> bool:
         return flag is not None
     t = torch.tensor([1.0 if flag is not None else 0.0], device=acc.device)
     return bool(acc.reduce(t, reduction="sum").item() > 0)
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        if isinstance(value, dict) and value:
-            out |= _flatten(value, f"{prefix}{key}.")
-        else:
-            out[prefix + key] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    return out
 
 
 def train(config: ExperimentConfig, resume: str | Path | bool | None = None) -> Path | None:
