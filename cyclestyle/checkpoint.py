@@ -95,8 +95,9 @@ def write_error(path: Path, err: OSError) -> OSError:
     detail = err.strerror or str(err) or type(err).__name__
     message = f"cannot write {path}: {detail}"
     if err.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in detail:
-        message += (f"; the disk may be full (free: {_free_space(path.parent)}). Free space or "
-                    "choose another output_dir; files written before are left as they were")
+        message += (f"; the disk may be full ({_free_space(path.parent)} free once the partial "
+                    "file was removed). Free space or choose another output_dir; files written "
+                    "before are left as they were")
     return OSError(err.errno, message) if err.errno is not None else OSError(message)
 
 

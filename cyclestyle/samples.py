@@ -9,9 +9,13 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
+from cyclestyle.checkpoint import write_error
+
 
 def save_image_atomic(image: Image.Image, path: str | Path, **save_kwargs) -> None:
-    """Save through a temp file + rename: an interrupted write never leaves half an image."""
+    """Save through a temp file + rename: an interrupted write never leaves half an image.
+
+    A failed write (full disk) removes the temp file and raises `OSError` naming `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fmt = save_kwargs.pop("format", None) or Image.registered_extensions().get(path.suffix.lower())
@@ -21,8 +25,10 @@ def save_image_atomic(image: Image.Image, path: str | Path, **save_kwargs) -> No
             image.save(f, format=fmt, **save_kwargs)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give normal file permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):  # PIL lets the file's ENOSPC through: name the file
+            raise write_error(path, err) from err
         raise
 
 
