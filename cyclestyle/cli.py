@@ -54,9 +54,20 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config.to_yaml(), end="")
         return 0
+    from cyclestyle.data import find_domain_images
+    from cyclestyle.imageio import set_max_image_pixels
+
+    data = config.data
+    find_domain_images(data.domain_a, data.domain_b, data.root, data.split)  # before any network
+    set_max_image_pixels(data.max_image_pixels)  # DataLoader workers inherit it
     from cyclestyle.train import train
 
-    path = train(config, resume=args.resume)
+    try:
+        path = train(config, resume=args.resume)
+    except OSError as err:  # a full disk, a read-only output_dir: a message, not a traceback
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise RuntimeError(str(err)) from err
     if path is not None:
         logging.getLogger("cyclestyle").info("last checkpoint: %s", path)
     return 0

@@ -37,9 +37,15 @@ class DataConfig:
     flip: bool = True
     skip_bad_images: bool = False  # warn and count unreadable files instead of failing
     num_workers: int = 2
+    # Decompression-bomb guard: a file declaring more pixels than this is refused from its
+    # header, before decoding. PIL's own default (89,478,485) only warns up to twice that;
+    # this default is that hard limit, so 100-megapixel photos still load. 0 = no limit.
+    max_image_pixels: int = 178_956_970
 
     def validate(self) -> None:
         _check(self.image_size >= 8, "data.image_size", self.image_size, "an integer >= 8")
+        _check(self.max_image_pixels >= 0, "data.max_image_pixels", self.max_image_pixels,
+               "an integer >= 0 (0 = no limit)")
         _check(self.load_size == 0 or self.load_size >= self.image_size, "data.load_size",
                self.load_size, f"0 (automatic) or >= data.image_size ({self.image_size})")
         _check(self.num_workers >= 0, "data.num_workers", self.num_workers, "an integer >= 0")
@@ -187,7 +193,65 @@ class ExperimentConfig:
                 raise ConfigError(str(err)) from err
         if self.eval.every:
             self.eval.held_out_dirs(self.data)  # fail now, not after hours of training
+        self._check_networks_fit()
         return self
+
+    def _check_networks_fit(self) -> None:
+        """Build both networks cheaply and run the discriminator once on a data.image_size crop.
+
+        Catches bad network argument values and an image size the discriminator cannot take
+        (PatchGAN with many layers or scales), before data loading or training starts."""
+        import logging
+
+        import torch
+
+        from cyclestyle import models
+
+        model, size = self.model, self.data.image_size
+        with torch.device("meta"):  # no memory, no RNG draws: only the constructors' checks
+            try:
+                generator = models.create_generator(model.generator, **model.generator_args)
+            except (ValueError, TypeError) as err:
+                raise ConfigError(f"model.generator_args: {err}") from None
+            try:
+                discriminator = models.create_discriminator(model.discriminator,
+                                                            **model.discriminator_args)
+            except (ValueError, TypeError) as err:
+                raise ConfigError(f"model.discriminator_args: {err}") from None
+        discriminator = discriminator.to_empty(device="cpu").eval()
+
+        channels = model.discriminator_args.get("in_channels", 3)
+
+        def runs(side: int) -> str | None:
+            try:
+                with torch.no_grad():
+                    discriminator(torch.zeros(1, channels, side, side))
+            except Exception as err:  # any failure means "does not fit"
+                return f"{type(err).__name__}: {err}"
+            return None
+
+        # Convolutional nets that run at some size run at every larger one, so probing at most
+        # `largest` px bounds time and memory for big training crops.
+        largest = 1024
+        problem = runs(min(size, largest))
+        if problem:
+            low, high = min(size, largest), largest + 1  # runs(low) fails
+            if runs(largest) is None:
+                while high - low > 1:  # smallest side that runs
+                    middle = (low + high) // 2
+                    low, high = (low, middle) if runs(middle) is None else (middle, high)
+            valid = f"an integer >= {high}" if high <= largest else f"more than {largest} px"
+            raise ConfigError(
+                f"data.image_size: {size} is too small for model.discriminator "
+                f"{model.discriminator!r} with {model.discriminator_args or 'its defaults'} "
+                f"({problem}); expected {valid}, or a discriminator with fewer layers or scales")
+        stride = getattr(generator, "stride", 1)
+        if size % stride:
+            padded = -(-size // stride) * stride
+            logging.getLogger(__name__).warning(
+                "data.image_size=%d is not a multiple of %d, the stride of generator %r: every "
+                "crop is padded to %d px for it, which costs compute; a multiple of %d avoids it",
+                size, stride, model.generator, padded, stride)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -207,7 +271,8 @@ def from_dict(data: dict[str, Any] | None, cls: type = ExperimentConfig, prefix:
     """Build dataclass `cls` from nested dicts, rejecting unknown keys and wrong types."""
     data = data or {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got "
+                          f"{type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
@@ -295,6 +360,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections (data:, model:, train:, "
+                              f"...), got a YAML {type(data).__name__}")
     apply_overrides(data, overrides or [])
     try:
         config = from_dict(data)

@@ -34,6 +34,7 @@ __all__ = [
     "StepSampler",
     "UnpairedDataset",
     "build_dataloader",
+    "find_domain_images",
     "find_images",
     "load_image",
     "pil_to_tensor",
@@ -63,6 +64,9 @@ class UnpairedDataset(Dataset):
     B image meets which A image changes every epoch. Each image is resized so its short side is
     `load_size` (bicubic, antialiased; small images are upscaled), randomly cropped to
     `image_size` and randomly flipped, using a generator seeded from (seed, k).
+
+    `max_pixels` is the decompression-bomb limit per image (0 = none; None = the process-wide
+    one, see `imageio.set_max_image_pixels`).
 
     With `skip_bad_images`, an unreadable file is warned about once (per process) and replaced
     by the next file of the same permutation; the item's "skipped" field counts the bad files
@@ -144,7 +148,9 @@ class UnpairedDataset(Dataset):
                 return load_image(path, max_pixels=self.max_pixels), path, skipped
             except ImageLoadError as exc:
                 if not self.skip_bad_images:
-                    raise
+                    raise ImageLoadError(f"{exc}. Set data.skip_bad_images=true to skip "
+                                         "unreadable files (each is warned about and counted)",
+                                         path=exc.path, reason=exc.reason) from exc
                 self._bad[path] = exc.reason
                 warnings.warn(f"skipping unreadable image {path}: {exc.reason}", stacklevel=2)
         example = files[permutation[position]]
@@ -236,6 +242,25 @@ def resolve_domain_dirs(
             raise FileNotFoundError(f"{key}: folder {folder} does not exist")
         dirs.append(folder)
     return dirs[0], dirs[1]
+
+
+def find_domain_images(
+    domain_a: str, domain_b: str, root: str = "", split: str = "train"
+) -> tuple[list[Path], list[Path]]:
+    """The image files of both domains (see `resolve_domain_dirs`), or an error naming the key.
+
+    Cheap (a folder walk, nothing decoded), so a run can check its data before building
+    networks.
+    """
+    dirs = resolve_domain_dirs(domain_a, domain_b, root, split)
+    keys = ("data.root", "data.root") if root else ("data.domain_a", "data.domain_b")
+    found = []
+    for key, folder in zip(keys, dirs):
+        try:
+            found.append(find_images(folder))
+        except ValueError as err:  # no images in it
+            raise ValueError(f"{key}: {err}") from None
+    return found[0], found[1]
 
 
 def build_dataloader(

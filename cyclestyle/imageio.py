@@ -14,11 +14,17 @@ about odd files live here once:
   decoded by PIL to 8 bits per channel (high byte), which is already a correct scaling.
 - Float images ("F") are taken as 0..1 when every value lies in [0, 1], else as 0..255
   (clipped); NaN becomes 0.
+- Decompression bombs (a small file declaring, say, 100000x100000 pixels) are refused from the
+  header, before any pixel is decoded, when width x height exceeds the limit: `max_pixels`, or
+  else the process-wide one (`set_max_image_pixels`, default PIL's Image.MAX_IMAGE_PIXELS).
+- Folders, pipes and devices named like images are refused without being opened (a named pipe
+  would block the reader forever).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -85,6 +91,31 @@ def find_images(folder: str | os.PathLike) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
+def set_max_image_pixels(limit: int | None) -> int | None:
+    """Set the process-wide decompression-bomb limit; returns the previous one (None = no limit).
+
+    0 or None means no limit. This is PIL's own `Image.MAX_IMAGE_PIXELS`, so every `Image.open`
+    in the process agrees with `load_image`; DataLoader workers started afterwards (fork)
+    inherit it.
+    """
+    if limit is not None and limit < 0:
+        raise ValueError(f"max image pixels must be >= 0 (0 = no limit), got {limit}")
+    with _PIL_LIMIT_LOCK:
+        previous = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = limit or None
+    return previous
+
+
+@contextmanager
+def max_image_pixels(limit: int | None) -> Iterator[None]:
+    """`set_max_image_pixels(limit)` for the duration of a `with` block."""
+    previous = set_max_image_pixels(limit)
+    try:
+        yield
+    finally:
+        set_max_image_pixels(previous)
+
+
 @contextmanager
 def _pil_limit_disabled() -> Iterator[int | None]:
     """Disable PIL's bomb check for one Image.open; yields the limit that was in force."""
@@ -97,18 +128,34 @@ def _pil_limit_disabled() -> Iterator[int | None]:
             Image.MAX_IMAGE_PIXELS = limit
 
 
+_BOMB_ADVICE = (
+    "If the file is trusted, raise the limit: data.max_image_pixels in a training config, "
+    "--max-pixels for `cyclestyle translate`, max_pixels= in Python; 0 = no limit (default: "
+    "PIL.Image.MAX_IMAGE_PIXELS)"
+)
+
+
+def _check_regular_file(path: Path) -> None:
+    mode = os.stat(path).st_mode  # a missing file raises FileNotFoundError here
+    if stat.S_ISDIR(mode):
+        raise ImageLoadError(f"cannot load image {path}: it is a folder, not an image file",
+                             path=path, reason="a folder, not an image file")
+    if not stat.S_ISREG(mode):
+        reason = "not a regular file (a pipe, socket or device; reading it could block forever)"
+        raise ImageLoadError(f"cannot load image {path}: {reason}", path=path, reason=reason)
+
+
 def _open_checked(path: Path, max_pixels: int | None) -> Image.Image:
+    _check_regular_file(path)
     with _pil_limit_disabled() as pil_limit:
         img = Image.open(path)
-    limit = pil_limit if max_pixels is None else max_pixels
+    limit = pil_limit if max_pixels is None else (max_pixels or None)
     width, height = img.size
     if limit is not None and width * height > limit:
         img.close()
-        reason = (
-            f"{width}x{height} = {width * height:,} pixels is above the limit of {limit:,} "
-            "pixels that guards against decompression bombs; if the file is trusted, pass "
-            "max_pixels=<larger> (or raise PIL.Image.MAX_IMAGE_PIXELS)"
-        )
+        reason = (f"{width}x{height} = {width * height:,} pixels is above the limit of {limit:,} "
+                  "pixels that guards against decompression bombs (small files that decode to "
+                  f"gigabytes). {_BOMB_ADVICE}")
         raise ImageLoadError(f"cannot load image {path}: {reason}", path=path, reason=reason)
     return img
 
@@ -116,9 +163,9 @@ def _open_checked(path: Path, max_pixels: int | None) -> Image.Image:
 def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.Image:
     """Decode `path` fully into an upright 8-bit RGB image (see the module docstring).
 
-    `max_pixels` overrides PIL's decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`) for this
-    call. Any failure, from a missing or truncated file to an unsupported mode, raises
-    `ImageLoadError` naming the file and the reason.
+    `max_pixels` overrides the decompression-bomb limit for this call (0 = no limit; None =
+    the process-wide one, see `set_max_image_pixels`). Any failure, from a missing or truncated
+    file to an unsupported mode, raises `ImageLoadError` naming the file and the reason.
     """
     path = Path(path)
     try:
@@ -127,6 +174,9 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.
             return _to_rgb(ImageOps.exif_transpose(img))
     except ImageLoadError:
         raise
+    except Image.DecompressionBombError as exc:  # a frame or tile checked by PIL while decoding
+        reason = f"a frame or tile is a decompression bomb: {exc} {_BOMB_ADVICE}"
+        raise ImageLoadError(f"cannot load image {path}: {reason}", path=path, reason=reason) from exc
     except Exception as exc:  # PIL raises OSError, SyntaxError, struct.error, ValueError, ...
         reason = f"{type(exc).__name__}: {exc}"
         raise ImageLoadError(

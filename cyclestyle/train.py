@@ -23,8 +23,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cyclestyle import checkpoint as ckpt
-from cyclestyle.config import ExperimentConfig
-from cyclestyle.data import UnpairedDataset, build_dataloader, find_images, resolve_domain_dirs
+from cyclestyle.config import ConfigError, ExperimentConfig
+from cyclestyle.data import UnpairedDataset, build_dataloader, find_domain_images
 from cyclestyle.interrupt import StopRequested
 from cyclestyle.losses import GANLoss, PerceptualLoss, cycle_loss, identity_loss
 from cyclestyle.models import create_discriminator
@@ -78,6 +78,11 @@ class Trainer:
             log_with=None if tc.tracker == "none" else tc.tracker,
             project_dir=str(self.output_dir))
         acc = self.accelerator
+        if not resume and ckpt.list_checkpoints(self.output_dir):
+            raise ConfigError(
+                f"output_dir {self.output_dir} already holds checkpoints of an earlier run "
+                f"(newest: {ckpt.list_checkpoints(self.output_dir)[-1].name}); a new run would "
+                "overwrite them. Continue it with --resume, or choose another output_dir.")
         resume_state = ckpt.load_for_resume(resume, self.output_dir, config.model)
         set_seed(tc.seed)  # same initial weights in every process
         self.nets = build_networks(config)
@@ -144,10 +149,10 @@ class Trainer:
 
     def _build_dataset(self) -> UnpairedDataset:
         dc = self.config.data
-        dir_a, dir_b = resolve_domain_dirs(dc.domain_a, dc.domain_b, dc.root, dc.split)
-        return UnpairedDataset(find_images(dir_a), find_images(dir_b), dc.image_size,
-                               load_size=dc.resolved_load_size, flip=dc.flip,
-                               seed=self.config.train.seed, skip_bad_images=dc.skip_bad_images)
+        files_a, files_b = find_domain_images(dc.domain_a, dc.domain_b, dc.root, dc.split)
+        return UnpairedDataset(files_a, files_b, dc.image_size, load_size=dc.resolved_load_size,
+                               flip=dc.flip, seed=self.config.train.seed,
+                               skip_bad_images=dc.skip_bad_images, max_pixels=dc.max_image_pixels)
 
     # --- state -------------------------------------------------------------------------------
 
