@@ -218,3 +218,12 @@ def test_real_photos_and_paintings_with_real_vgg(shared_photo_dir, shared_painti
     image = pil_to_tensor(load_image(photo)).unsqueeze(0)[..., :101, :77]
     with torch.no_grad():
         assert g_ab(image).shape == image.shape
+
+
+def test_a_new_run_refuses_to_overwrite_an_earlier_runs_checkpoints(image_dirs, tmp_path):
+    out = tmp_path / "run"
+    path = Trainer(tiny_config(image_dirs, out, "train.max_steps=1")).fit()
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=r"already holds checkpoints .*step_00000001\.pt.*--resume"):
+        Trainer(tiny_config(image_dirs, out, "train.max_steps=1"))
+    assert path.read_bytes() == before
