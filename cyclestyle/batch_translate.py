@@ -1,9 +1,12 @@
-"""`cyclestyle translate`: whole folders of any-size images, fast and without losing anything.
+"""Whole folders of any-size images, fast and without losing anything (`cyclestyle translate`;
+the command line is in cyclestyle/translate_cli.py).
 
-Pipeline: DataLoader workers decode (and rescale) images; the main process groups decoded
-images of equal size into batches (buckets) and runs the generator; a thread pool encodes and
-writes each output through a temp file + rename. Under `accelerate launch` (or torchrun) each
-process takes files[rank::world], so no file is done twice.
+Pipeline: DataLoader workers (none on a 2-core CPU) decode and rescale images; the main process
+groups decoded images of equal size into batches (buckets) and hands them to `streams` threads
+that run the generator (on CPU one image per core, each single-threaded); a thread pool encodes
+and writes each output through a temp file + rename (cyclestyle/translate_writer.py). Under
+`accelerate launch` (or torchrun) each process takes files[rank::world], so no file is done
+twice.
 
 Safety: outputs never land inside the input folder unless asked, no output path may equal an
 input path, an interrupted run leaves only complete images (temp files are hidden
@@ -16,8 +19,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,14 +32,11 @@ from torch.utils.data import DataLoader, Dataset
 from cyclestyle.imageio import IMAGE_EXTENSIONS, find_images, load_image
 from cyclestyle.interrupt import StopRequested
 from cyclestyle.translate import Translator, check_image_size, read_alpha, scaled_size, to_uint8_hwc
+from cyclestyle.translate_writer import Writer
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("same", "png", "jpg")
-_ALPHA_FORMATS = (".png", ".webp", ".tif", ".tiff")
-_SAVE_OPTIONS = {".jpg": {"quality": 95}, ".jpeg": {"quality": 95}, ".webp": {"quality": 95},
-                 # Level 1 writes 3-4x faster than PIL's default 6 for ~10-20% larger files.
-                 ".png": {"compress_level": 1}}
 
 
 @dataclass(frozen=True)
@@ -190,8 +190,13 @@ def _single(item: dict) -> dict:
 
 def translate_files(translator: Translator, jobs: list[Job], skip_existing: bool = False,
                     num_workers: int | None = None, max_pixels: int | None = None,
-                    progress: bool = True, rank: int = 0, world_size: int = 1) -> Summary:
-    """Translate `jobs[rank::world_size]`; failures are recorded, never raised."""
+                    progress: bool = True, rank: int = 0, world_size: int = 1,
+                    streams: int | None = None) -> Summary:
+    """Translate `jobs[rank::world_size]`; failures are recorded, never raised.
+
+    `num_workers` decoding processes (default: `default_workers`) and `streams` batches in
+    flight at once (default: `default_streams`).
+    """
     start = time.perf_counter()
     summary = Summary()
     mine = jobs[rank::world_size]
@@ -204,46 +209,62 @@ def translate_files(translator: Translator, jobs: list[Job], skip_existing: bool
     else:
         todo = mine
     if todo:
-        _run(translator, todo, summary, num_workers, max_pixels, progress and rank == 0)
+        workers = default_workers(translator.device) if num_workers is None else num_workers
+        streams = streams or default_streams(translator.device, len(todo))
+        _run(translator, todo, summary, workers, streams, max_pixels, progress and rank == 0)
     summary.seconds = time.perf_counter() - start
     return summary
 
 
-def default_workers() -> int:
-    return min(4, max(1, (os.cpu_count() or 1) // 2))
+def default_workers(device: torch.device | str = "cpu") -> int:
+    """Decoding processes: none on a CPU with 2 cores or fewer, where a worker takes a core from
+    the generator (measured slower by scripts/bench_translate.py); else up to 4."""
+    cores = os.cpu_count() or 1
+    if torch.device(device).type == "cpu" and cores <= 2:
+        return 0
+    return min(4, max(1, cores // 2))
 
 
-def _run(translator: Translator, jobs: list[Job], summary: Summary, num_workers: int | None,
+def default_streams(device: torch.device | str, images: int) -> int:
+    """Batches translated at once. CPU: one per core, up to 4, sharing torch's threads.
+
+    On CPU, 2 single-threaded forwards side by side beat one forward on 2 threads by about
+    1.3x on 2 cores (scripts/bench_translate.py): each has no thread synchronisation to wait
+    on, and decoding and encoding fill the gaps. GPU: 1, the device parallelises the batch.
+    """
+    if torch.device(device).type != "cpu":
+        return 1
+    return max(1, min(4, torch.get_num_threads(), images))
+
+
+def _run(translator: Translator, jobs: list[Job], summary: Summary, workers: int, streams: int,
          max_pixels: int | None, progress: bool) -> None:
     from tqdm import tqdm
 
-    workers = default_workers() if num_workers is None else num_workers
     dataset = _DecodeDataset(jobs, translator.size, translator.max_size, max_pixels)
     loader = DataLoader(dataset, batch_size=None, collate_fn=_single, num_workers=workers,
                         prefetch_factor=4 if workers else None, persistent_workers=False)
-    buckets: dict[tuple[int, int], list[dict]] = {}
-    writer = _Writer(jobs, summary, threads=max(1, workers))
     bar = tqdm(total=len(jobs), unit="img", disable=not progress, dynamic_ncols=True)
-    with StopRequested() as stop, writer:
+
+    def written(index: int) -> None:
+        summary.translated += 1
+        bar.update(1)
+
+    def failed(index: int, reason: str) -> None:
+        _fail(summary, jobs[index].target, f"cannot write: {reason}", bar)
+
+    writer = Writer([job.target for job in jobs], max(1, workers), written, failed)
+    with StopRequested() as stop, writer, _Batches(translator, writer, streams) as batches:
         for item in loader:
             if "error" in item:
                 _fail(summary, jobs[item["index"]].source, item["error"], bar)
-                continue
-            bucket = buckets.setdefault(tuple(item["image"].shape[1:]), [])
-            bucket.append(item)
-            if len(bucket) >= translator.batch_size:
-                _translate_bucket(translator, buckets.pop(tuple(bucket[0]["image"].shape[1:])),
-                                  writer, bar)
-            elif sum(map(len, buckets.values())) > 4 * translator.batch_size:
-                # Many distinct sizes: do not hold images back forever waiting for a full batch.
-                oldest = next(iter(buckets))
-                _translate_bucket(translator, buckets.pop(oldest), writer, bar)
+            else:
+                batches.add(item)
             if stop.signal:
                 summary.interrupted = True
                 break
         if not summary.interrupted:
-            for key in list(buckets):
-                _translate_bucket(translator, buckets.pop(key), writer, bar)
+            batches.flush()
     bar.close()
 
 
@@ -253,178 +274,57 @@ def _fail(summary: Summary, path: Path, reason: str, bar) -> None:
     bar.update(1)
 
 
-def _translate_bucket(translator: Translator, items: list[dict], writer: _Writer, bar) -> None:
-    images = torch.stack([item["image"] for item in items])  # (B, 3, H, W) uint8
-    images = images.to(translator.device, non_blocking=True).float() / 127.5 - 1.0
-    outputs = to_uint8_hwc(translator.translate_tensor(images))  # (B, H, W, 3)
-    for item, pixels in zip(items, outputs):
-        writer.submit(item["index"], pixels, item["alpha"], bar)
+class _Batches:
+    """Groups decoded images of equal size into batches (buckets) and translates them on
+    `streams` threads, each with its share of torch's threads; outputs go to the writer in
+    submission order. Batches already running when the loop stops are finished and written."""
 
+    def __init__(self, translator: Translator, writer: Writer, streams: int) -> None:
+        self.translator, self.writer, self.streams = translator, writer, streams
+        self.buckets: dict[tuple[int, int], list[dict]] = {}
+        self.pending: deque[tuple[Future, list[dict]]] = deque()
+        self.pool = ThreadPoolExecutor(streams, thread_name_prefix="cyclestyle-translate")
 
-class _Writer:
-    """Encodes and writes outputs on a thread pool (PIL's encoders release the GIL)."""
+    def add(self, item: dict) -> None:
+        size = self.translator.batch_size
+        bucket = self.buckets.setdefault(tuple(item["image"].shape[1:]), [])
+        bucket.append(item)
+        if len(bucket) >= size:
+            self._submit(self.buckets.pop(tuple(item["image"].shape[1:])))
+        elif sum(map(len, self.buckets.values())) > 4 * size:
+            # Many distinct sizes: do not hold images back forever waiting for a full batch.
+            self._submit(self.buckets.pop(next(iter(self.buckets))))
 
-    def __init__(self, jobs: list[Job], summary: Summary, threads: int) -> None:
-        self.jobs, self.summary = jobs, summary
-        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="cyclestyle-write")
-        self.pending: list[tuple[Future, int, object]] = []
-        self.limit = 4 * threads
+    def flush(self) -> None:
+        for key in list(self.buckets):
+            self._submit(self.buckets.pop(key))
 
-    def submit(self, index: int, pixels, alpha: Image.Image | None, bar) -> None:
-        self.pending.append((self.pool.submit(_write, self.jobs[index].target, pixels, alpha),
-                             index, bar))
-        while len(self.pending) > self.limit:
-            self._collect(self.pending.pop(0))
+    def _submit(self, items: list[dict]) -> None:
+        self.pending.append((self.pool.submit(_translate, self.translator, items), items))
+        while len(self.pending) > self.streams:
+            self._collect()
 
-    def _collect(self, entry: tuple[Future, int, object]) -> None:
-        future, index, bar = entry
-        try:
-            future.result()
-            self.summary.translated += 1
-            bar.update(1)
-        except OSError as err:
-            _fail(self.summary, self.jobs[index].target, f"cannot write: {err}", bar)
+    def _collect(self) -> None:
+        future, items = self.pending.popleft()
+        for item, pixels in zip(items, future.result()):
+            self.writer.submit(item["index"], pixels, item["alpha"])
 
-    def __enter__(self) -> _Writer:
+    def __enter__(self) -> _Batches:
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, self.threads // self.streams))
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         try:
-            while self.pending:
-                self._collect(self.pending.pop(0))
+            while exc_type is None and self.pending:
+                self._collect()
         finally:
-            self.pool.shutdown(wait=True)
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            torch.set_num_threads(self.threads)
 
 
-def _write(target: Path, pixels, alpha: Image.Image | None) -> None:
-    image = Image.fromarray(pixels, "RGB")
-    suffix = target.suffix.lower()
-    if alpha is not None:
-        if suffix in _ALPHA_FORMATS:
-            image.putalpha(alpha)
-        else:
-            log.warning("%s: %s cannot store transparency; alpha dropped", target, suffix)
-    _save_atomic(image, target, _SAVE_OPTIONS.get(suffix, {}))
-
-
-def _file_mode() -> int:
-    """Permissions a plain open() would give a new file (mkstemp's temp files are 0600)."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-_FILE_MODE = _file_mode()
-
-
-def _save_atomic(image: Image.Image, target: Path, options: dict) -> None:
-    """Temp file in the target's folder, then rename: a killed run leaves no partial image."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fmt = Image.registered_extensions().get(target.suffix.lower())
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), _FILE_MODE)
-            image.save(f, format=fmt, **options)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-# ---------------------------------------------------------------------------- command line
-
-
-def add_parser(subparsers) -> None:
-    import argparse
-
-    p = subparsers.add_parser(
-        "translate", help="translate an image, a folder or a list of images with a checkpoint",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=(
-            "Translate images into the other domain at their own size (output size = input\n"
-            "size). A folder is searched recursively and mirrored under --output. Nothing is\n"
-            "overwritten: outputs go outside the input folder, each file is written atomically,\n"
-            "and --skip-existing resumes an interrupted run. Unreadable files are reported and\n"
-            "skipped; the exit code is 1 if any failed.\n"
-            "Several processes or GPUs: `accelerate launch -m cyclestyle.cli translate ...`."))
-    p.add_argument("--checkpoint", required=True, help="checkpoint file or run folder")
-    p.add_argument("--input", required=True, help="an image, a folder, or a text file listing "
-                   "one image path per line")
-    p.add_argument("--output", required=True, help="folder for the translated images")
-    p.add_argument("--direction", choices=("a2b", "b2a"), default="a2b",
-                   help="a2b uses G_AB, b2a uses G_BA (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=4,
-                   help="images (or tiles) of equal size per forward pass (default: %(default)s)")
-    sizes = p.add_mutually_exclusive_group()
-    sizes.add_argument("--size", type=int, help="rescale so the long side is N pixels")
-    sizes.add_argument("--max-size", type=int, help="shrink images whose long side exceeds N")
-    p.add_argument("--tile", type=int, help="translate images larger than N pixels in NxN "
-                   "tiles, blended (for images that do not fit in memory)")
-    p.add_argument("--tile-overlap", type=int, default=64,
-                   help="pixels shared by neighbouring tiles (default: %(default)s)")
-    p.add_argument("--skip-existing", action="store_true",
-                   help="leave outputs that already exist alone (resume a stopped run)")
-    p.add_argument("--format", choices=FORMATS, default="same",
-                   help="output file type; 'same' keeps each input's (default: %(default)s)")
-    p.add_argument("--device", help="cuda, cuda:1, cpu, ... (default: cuda if available)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                   help="autocast dtype; fp16 needs CUDA (default: %(default)s)")
-    p.add_argument("--workers", type=int, help="decoding processes (default: "
-                   f"{default_workers()} here)")
-    p.add_argument("--max-pixels", type=int, help="refuse images with more pixels (default: "
-                   "PIL's decompression-bomb limit)")
-    p.add_argument("--allow-inside-input", action="store_true",
-                   help="allow --output inside the --input folder")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run_cli)
-
-
-def _distributed(device: str | None) -> tuple[int, int, object]:
-    """(rank, world size, accelerate state or None); WORLD_SIZE is set by accelerate/torchrun."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1, None
-    from accelerate import PartialState
-
-    # Without cpu=True accelerate sees CPU processes as independent single-process runs.
-    on_cpu = (device or "").startswith("cpu") or not torch.cuda.is_available()
-    state = PartialState(cpu=on_cpu)
-    return state.process_index, state.num_processes, state
-
-
-def run_cli(args) -> int:
-    rank, world, state = _distributed(args.device)
-    device = args.device or (str(state.device) if state is not None else None)
-    jobs = plan_jobs(args.input, args.output, args.format, args.allow_inside_input)
-    translator = Translator.from_checkpoint(
-        args.checkpoint, args.direction, device=device, precision=args.precision,
-        tile=args.tile, tile_overlap=args.tile_overlap, size=args.size, max_size=args.max_size,
-        batch_size=args.batch_size)
-    summary = translate_files(translator, jobs, args.skip_existing, args.workers,
-                              args.max_pixels, not args.no_progress, rank, world)
-    if state is not None:
-        summary = _gather(summary)
-    if rank == 0:
-        print(format_summary(summary, args.output))
-    return 1 if summary.failed or summary.interrupted else 0
-
-
-def _gather(summary: Summary) -> Summary:
-    from accelerate.utils import gather_object
-
-    parts = gather_object([summary])
-    return Summary(translated=sum(s.translated for s in parts),
-                   skipped_existing=sum(s.skipped_existing for s in parts),
-                   failed=[f for s in parts for f in s.failed],
-                   seconds=max(s.seconds for s in parts),
-                   interrupted=any(s.interrupted for s in parts))
-
-
-def format_summary(summary: Summary, output: str) -> str:
-    lines = [f"translated {summary.translated} image(s) into {output} in {summary.seconds:.1f} s "
-             f"({summary.images_per_second:.2f} images/s); skipped {summary.skipped_existing} "
-             f"existing; {len(summary.failed)} failed"]
-    lines += [f"  FAILED {path}: {reason}" for path, reason in summary.failed]
-    if summary.interrupted:
-        lines.append("interrupted: rerun the same command with --skip-existing to finish")
-    return "\n".join(lines)
+def _translate(translator: Translator, items: list[dict]):
+    """(B, H, W, 3) uint8 numpy translations of `items` (decoded images of one size)."""
+    images = torch.stack([item["image"] for item in items])  # (B, 3, H, W) uint8
+    images = images.to(translator.device, non_blocking=True).float() / 127.5 - 1.0
+    return to_uint8_hwc(translator.translate_tensor(images))

@@ -128,9 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cyclestyle.gatys_cli import add_parser as add_gatys_parser
 
     add_gatys_parser(sub)
-    from cyclestyle import batch_translate, export
+    from cyclestyle import export, translate_cli
 
-    batch_translate.add_parser(sub)
+    translate_cli.add_parser(sub)
     export.add_parser(sub)
     from cyclestyle.metrics.cli import add_parser as add_evaluate_parser
 
