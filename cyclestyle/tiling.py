@@ -7,9 +7,10 @@ tile's border pixels, which see the least context and differ most from their nei
 view, count least. Edges on the image border keep weight 1 (nothing to blend with there).
 
 What tiling changes: every tile sees only its own pixels, so a generator's global
-self-attention and its InstanceNorm statistics are computed per tile, not per image. Blending
-hides the seams, but colours can drift slowly across a large image. Use tiles as large as memory
-allows.
+self-attention and its InstanceNorm statistics are computed per tile, not per image. The default
+unet_attn attends at 1/8 and 1/16 resolution: regions within a tile still agree on a style, but
+tiles cannot agree with each other. Blending hides the seams, but colours can drift slowly
+across a large image. Use tiles as large as memory allows.
 """
 
 from __future__ import annotations

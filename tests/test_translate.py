@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -17,9 +18,10 @@ from PIL import Image
 
 from cyclestyle.batch_translate import plan_jobs, translate_files
 from cyclestyle.cli import main
-from cyclestyle.models import create_generator
+from cyclestyle.models import create_generator, list_generators
 from cyclestyle.tiling import blend_window, tile_starts, tiled_apply
-from cyclestyle.translate import Translator
+from cyclestyle.translate import Translator, to_fast_cpu_layout
+from cyclestyle.translate_cli import retain_freed_memory
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -104,6 +106,45 @@ def test_translator_rejects_tiny_images_and_bad_settings(checkpoint):
         Translator.from_checkpoint(checkpoint, "sideways")
     with pytest.raises(ValueError, match="tile_overlap=40 must lie between 0 and half"):
         Translator.from_checkpoint(checkpoint, device="cpu", tile=64, tile_overlap=40)
+
+
+@pytest.mark.parametrize("name", list_generators())
+def test_fast_cpu_layout_translates_like_the_plain_generator(name):
+    """channels_last with InstanceNorm as GroupNorm: the same function to float32 rounding."""
+    import copy
+
+    small = {"unet_attn": dict(base_channels=8, channel_mults=[1, 2], depth=2,
+                               attention_resolutions=[2, 4]),
+             "resnet": dict(base_channels=4, n_blocks=2)}
+    torch.manual_seed(0)
+    plain = create_generator(name, **small.get(name, {})).eval()
+    with torch.no_grad():
+        for param in plain.parameters():  # random attention output too (it starts at zero)
+            param.add_(0.1 * torch.randn_like(param))
+    fast = to_fast_cpu_layout(copy.deepcopy(plain))
+    assert not any(isinstance(m, torch.nn.InstanceNorm2d) for m in fast.modules())
+    assert all(p.is_contiguous(memory_format=torch.channels_last)
+               for p in fast.parameters() if p.dim() == 4)
+    assert fast.state_dict().keys() == plain.state_dict().keys()
+    images = torch.rand(2, 3, 37, 45) * 2 - 1
+    with torch.inference_mode():
+        expected = plain(images)
+    got = Translator(fast, device="cpu", channels_last=True).translate(images)
+    assert expected.std() > 0.05 and (got - expected).abs().max() <= 1e-4
+
+
+def test_translator_defaults_on_cpu_are_batch_1_channels_last():
+    translator = Translator(conv_only_generator(), device="cpu")
+    assert translator.batch_size == 1 and translator.channels_last
+    plain = Translator(conv_only_generator(), device="cpu", channels_last=False, batch_size=3)
+    assert plain.batch_size == 3 and not plain.channels_last
+    assert any(isinstance(m, torch.nn.InstanceNorm2d) for m in plain.generator.modules())
+
+
+def test_glibc_is_asked_to_keep_freed_memory():
+    if not sys.platform.startswith("linux"):
+        pytest.skip("mallopt is glibc's (Linux)")
+    assert retain_freed_memory() is True
 
 
 def test_bf16_autocast_on_cpu_stays_close_to_fp32(checkpoint):
@@ -237,12 +278,16 @@ def test_skip_existing_resumes_where_a_run_stopped(checkpoint, tmp_path, capsys)
     assert all(p.stat().st_mtime_ns == stamp for p, stamp in stamps.items())
 
 
-def test_workers_and_size_buckets_give_the_same_images_as_one_by_one(checkpoint, tmp_path):
+@pytest.mark.parametrize("streams", [1, 2])
+def test_workers_buckets_and_streams_give_the_same_images_as_one_by_one(checkpoint, tmp_path,
+                                                                         streams):
     inp = make_folder(tmp_path / "in", 7)
     translator = Translator.from_checkpoint(checkpoint, device="cpu", batch_size=3)
     jobs = plan_jobs(inp, tmp_path / "out", fmt="png")
-    summary = translate_files(translator, jobs, num_workers=2, progress=False)
+    threads = torch.get_num_threads()
+    summary = translate_files(translator, jobs, num_workers=2, progress=False, streams=streams)
     assert summary.translated == 7 and not summary.failed
+    assert torch.get_num_threads() == threads  # each stream's share is given back
     for job in jobs:
         expected = np.asarray(translator.translate(Image.open(job.source)))
         with Image.open(job.target) as got:
@@ -294,3 +339,22 @@ def test_two_processes_translate_every_file_exactly_once(checkpoint, tmp_path):
     assert result.stdout.count("translated ") == 1  # only rank 0 prints the summary
     assert sorted(p.relative_to(out) for p in out.rglob("p*")) == sorted(
         p.relative_to(inp) for p in inp.rglob("p*"))
+
+
+@pytest.mark.slow
+def test_translate_benchmark_quick_run_reports_both_methods(tmp_path):
+    """scripts/bench_translate.py --quick (tiny model, small images; ~15 s on 2 idle cores)."""
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, "scripts/bench_translate.py", "--quick", "--out",
+                             str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["model"]["source"] == "configs/tiny.yaml"
+    for case in report["throughput"]:
+        ours, naive = case["ours"]["median_images_per_s"], case["naive"]["median_images_per_s"]
+        assert ours > 0 and naive > 0 and case["speedup"] == round(ours / naive, 2)
+        assert case["ours"]["peak_rss_mib"] > 0 and case["naive"]["peak_rss_mib"] > 0
+    tiled, untiled = report["memory"]
+    assert tiled["tile"] == 128 and untiled["tile"] is None
+    assert tiled["peak_rss_mib"] > 0 and untiled["peak_rss_mib"] > 0
+    assert "attention" in report["memory_note"]
