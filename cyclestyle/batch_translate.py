@@ -169,7 +169,7 @@ class _DecodeDataset(Dataset):
                 rgb = rgb.resize((width, height), Image.Resampling.LANCZOS)
             if alpha is not None and alpha.size != rgb.size:
                 alpha = alpha.resize(rgb.size, Image.Resampling.LANCZOS)
-        except (ValueError, OSError) as err:  # ImageLoadError is a ValueError
+        except (ValueError, OSError, Image.DecompressionBombError) as err:  # ImageLoadError: ValueError
             return {"index": index, "error": getattr(err, "reason", "") or str(err)}
         pixels = torch.from_numpy(_as_array(rgb)).permute(2, 0, 1)  # (3, H, W) uint8
         return {"index": index, "image": pixels, "alpha": alpha}

@@ -36,6 +36,7 @@ from cyclestyle.monitor import (
     init_tracker,
 )
 from cyclestyle.pool import ImagePool
+from cyclestyle.runtime import retain_freed_memory
 from cyclestyle.samples import save_cycle_samples
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ class Trainer:
             log_with=None if tc.tracker == "none" else tc.tracker,
             project_dir=str(self.output_dir))
         acc = self.accelerator
+        if acc.device.type == "cpu":  # glibc otherwise re-faults the activations in every step
+            retain_freed_memory()  # 0.85-0.99x -> 1.04-1.07x the reference's fp32 speed
         if not resume and ckpt.list_checkpoints(self.output_dir):
             raise ConfigError(
                 f"output_dir {self.output_dir} already holds checkpoints of an earlier run "

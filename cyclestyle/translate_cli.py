@@ -7,9 +7,7 @@ if any file failed or the run was interrupted.
 
 from __future__ import annotations
 
-import ctypes
 import os
-import sys
 
 import torch
 
@@ -20,6 +18,7 @@ from cyclestyle.batch_translate import (
     plan_jobs,
     translate_files,
 )
+from cyclestyle.runtime import retain_freed_memory
 from cyclestyle.translate import Translator
 
 
@@ -62,8 +61,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--workers", type=int, help="decoding processes (default on CPU: "
                    f"{default_workers('cpu')} here, none with 2 cores or fewer; on GPU: "
                    f"{default_workers('cuda')} here)")
-    p.add_argument("--max-pixels", type=int, help="refuse images with more pixels (default: "
-                   "PIL's decompression-bomb limit)")
+    p.add_argument("--max-pixels", type=int, help="refuse images with more pixels, a guard "
+                   "against decompression bombs (default: PIL's limit; 0 = no limit)")
     p.add_argument("--allow-inside-input", action="store_true",
                    help="allow --output inside the --input folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -82,27 +81,12 @@ def _distributed(device: str | None) -> tuple[int, int, object]:
     return state.process_index, state.num_processes, state
 
 
-def retain_freed_memory() -> bool:
-    """Ask glibc to keep freed memory for reuse instead of returning it to the OS (Linux).
-
-    By default glibc maps big blocks in and out per allocation, so every forward pass faults
-    its activations in again: a third of the time at 1024x1024 on CPU, half that at 256x256
-    (system time; scripts/bench_translate.py). With both thresholds at 1 GiB the blocks stay in
-    the heap. The cost: RSS stays near its peak until the process exits, which suits a command
-    that translates and exits. Returns whether glibc accepted the settings.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt  # the C library the process runs on
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-    return all([mallopt(m_trim_threshold, 1 << 30), mallopt(m_mmap_threshold, 1 << 30)])
-
-
 def run_cli(args) -> int:
     retain_freed_memory()
+    if args.max_pixels is not None:  # process-wide too: the alpha reader opens files itself
+        from cyclestyle.imageio import set_max_image_pixels
+
+        set_max_image_pixels(args.max_pixels)
     rank, world, state = _distributed(args.device)
     device = args.device or (str(state.device) if state is not None else None)
     jobs = plan_jobs(args.input, args.output, args.format, args.allow_inside_input)
