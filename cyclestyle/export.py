@@ -151,8 +151,11 @@ def _export_torchscript(generator: nn.Module, path: Path, metadata: dict[str, st
             scripted = torch.jit.script(generator)
         except Exception as err:  # the frontend raises several types, all "cannot compile"
             name = getattr(generator, "registry_name", type(generator).__name__)
+            # TorchScript's messages start with an empty line; the first real one says what.
+            reason = next((line.strip() for line in str(err).splitlines() if line.strip()),
+                          type(err).__name__)
             raise ValueError(f"generator {name!r} cannot be compiled by torch.jit.script "
-                             f"({str(err).splitlines()[0]}); export it with --format onnx") from err
+                             f"({reason}); export it with --format onnx") from err
         torch.jit.save(scripted, str(path), _extra_files={METADATA_FILE: json.dumps(metadata)})
 
 

@@ -202,3 +202,17 @@ def test_readme_export_example_runs(resnet_run, tmp_path):
             for arg in shlex.split(line)[1:]]
     assert main(argv) == 0
     assert export.exported_metadata(tmp_path / "g.pt")["cyclestyle.format"] == "torchscript"
+
+
+def test_unscriptable_generator_names_the_reason(tmp_path):
+    class Unscriptable(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.contiguous(memory_format=pick_format(x))
+
+    def pick_format(x: torch.Tensor) -> torch.memory_format:  # TorchScript knows no such type
+        return torch.contiguous_format
+
+    with pytest.raises(ValueError, match=r"'Unscriptable' cannot be compiled by torch.jit.script "
+                                         r"\(\w.*\); export it with --format onnx"):
+        export._export_torchscript(Unscriptable(), tmp_path / "g.pt", {})
+    assert not (tmp_path / "g.pt").exists()

@@ -25,6 +25,7 @@ from cyclestyle.models import (
     receptive_field,
     register_generator,
 )
+from cyclestyle.models import attention as attention_module
 from cyclestyle.models.attention import SelfAttention2d
 from cyclestyle.models.layers import crop_to, group_count, pad_to_multiple
 from cyclestyle.models.resnet import ResnetBlock
@@ -290,8 +291,9 @@ def test_attention_starts_as_identity():
     assert torch.equal(attention(x), x)
 
 
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("norm", ["none", "instance"])
-def test_attention_matches_hand_computed_softmax(norm):
+def test_attention_matches_hand_computed_softmax(norm, memory_format):
     torch.manual_seed(0)
     channels, heads, height, width = 8, 2, 3, 5
     attention = SelfAttention2d(channels, num_heads=heads, norm=norm)
@@ -314,7 +316,28 @@ def test_attention_matches_hand_computed_softmax(norm):
     mixed = torch.cat(outputs, dim=-1)  # (B, T, C)
     projected = mixed @ attention.proj.weight[:, :, 0, 0].T + attention.proj.bias
     expected = x + projected.transpose(1, 2).reshape(x.shape)
-    torch.testing.assert_close(attention(x), expected, atol=1e-5, rtol=1e-5)
+    out = attention(x.contiguous(memory_format=memory_format))
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    # The input's layout comes back: channels_last leaking into a later InstanceNorm on CPU
+    # would give wrong gradients at batch 1.
+    assert out.is_contiguous(memory_format=memory_format)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_attention_hands_sdpa_contiguous_heads(monkeypatch, memory_format):
+    """Strided q/k/v send SDPA to its math path, which builds the T x T matrix (3-6x slower,
+    GiBs of memory at 1024x1024 images); the fused kernels need each head's features dense."""
+    seen = []
+    real_sdpa = attention_module.F.scaled_dot_product_attention
+
+    def spy(q, k, v, *args, **kwargs):
+        seen.append([t.stride(-1) for t in (q, k, v)])
+        return real_sdpa(q, k, v, *args, **kwargs)
+
+    monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention", spy)
+    attention = SelfAttention2d(8, num_heads=2)
+    attention(torch.randn(2, 8, 6, 5).contiguous(memory_format=memory_format))
+    assert seen == [[1, 1, 1]]
 
 
 def test_attention_projection_gets_gradient_while_zero():
