@@ -28,6 +28,7 @@ from cyclestyle.models import (
 from cyclestyle.models import attention as attention_module
 from cyclestyle.models.attention import SelfAttention2d
 from cyclestyle.models.layers import crop_to, group_count, pad_to_multiple
+from cyclestyle.models.patchgan import output_size
 from cyclestyle.models.resnet import ResnetBlock
 
 # A tiny configuration per registered model. A newly registered model without an entry here
@@ -393,6 +394,17 @@ def test_patchgan_receptive_field_matches_the_network():
     patch_map[0, 0, patch_map.shape[2] // 2, patch_map.shape[3] // 2].backward()
     rows, cols = x.grad.abs().sum((0, 1)).nonzero(as_tuple=True)
     assert rows.max() - rows.min() + 1 == 70 and cols.max() - cols.min() + 1 == 70
+
+
+@pytest.mark.parametrize("n_layers", [1, 3, 5, 12, 16])
+def test_patchgan_minimum_size_is_the_smallest_side_giving_a_patch(n_layers):
+    d = PatchGANDiscriminator(base_channels=1, n_layers=n_layers, norm="none")
+    smallest = d.minimum_size()
+    assert output_size(n_layers, smallest) >= 1 > output_size(n_layers, smallest - 1)
+    if smallest <= 512:  # deep ones need inputs too big to run here
+        assert d(torch.randn(1, 3, smallest, smallest)).shape[-2:] == (1, 1)
+        with pytest.raises(ValueError, match=f"needs at least {smallest} px"):
+            d(torch.randn(1, 3, smallest - 1, smallest - 1))
 
 
 def test_patchgan_multiscale_returns_one_map_per_scale_with_separate_weights():

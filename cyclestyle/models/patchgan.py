@@ -117,4 +117,9 @@ class PatchGANDiscriminator(nn.Module):
 
     def minimum_size(self) -> int:
         """Smallest side, at the coarsest scale, that still gives a 1x1 patch map."""
-        return next(s for s in range(1, 10_000) if output_size(self.n_layers, s) >= 1)
+        # Walk back from one output pixel: out = (in + 2p - k) // s + 1 >= m  <=>
+        # in >= s * (m - 1) + k - 2p.
+        size = 1
+        for kernel, stride in reversed(layer_specs(self.n_layers)):
+            size = max(1, stride * (size - 1) + kernel - 2 * PADDING)
+        return size
