@@ -6,12 +6,8 @@ with `weights_only=True`: opening a checkpoint someone sent you cannot execute c
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +15,12 @@ import torch
 from torch import nn
 
 from cyclestyle import __version__
+from cyclestyle.atomic import atomic_write, write_error
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
-TEMP_SUFFIX = ".tmp"
 # Temp files of atomic_torch_save: ".step_00000010.pt.k3j2x1.tmp", ".best.pt.k3j2x1.tmp".
 _TEMP_NAME = re.compile(r"^\.(step_\d{8}\.pt|best\.pt)\.[^.]+\.tmp$")
 BEST_NAME = "best.pt"  # the step with the lowest held-out FID (eval.every > 0)
@@ -48,26 +44,15 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     A crash at any moment leaves either the old file or the new one, never half of one. A
     failed write (full disk, quota) removes the temp file and raises `OSError` naming `path`.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    except OSError as err:  # no inodes left, read-only file system, ...
-        raise write_error(path, err) from err
     writer = None
     try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_write(path, durable=True) as f:
             writer = _ErrorRecordingWriter(f)
             torch.save(obj, writer)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        cause = err if isinstance(err, OSError) else writer and writer.error
-        if cause:
-            raise write_error(path, cause) from err
+    except RuntimeError as err:  # torch's writer reports the OSError as a RuntimeError
+        if writer is not None and writer.error is not None:
+            raise write_error(path, writer.error) from err
         raise
-    _fsync_dir(path.parent)
 
 
 class _ErrorRecordingWriter:
@@ -88,37 +73,6 @@ class _ErrorRecordingWriter:
 
     def flush(self) -> None:
         self.file.flush()
-
-
-def write_error(path: Path, err: OSError) -> OSError:
-    """`err` re-raised with the file it was writing, and what to do when the disk is full."""
-    detail = err.strerror or str(err) or type(err).__name__
-    message = f"cannot write {path}: {detail}"
-    if err.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in detail:
-        message += (f"; the disk may be full ({_free_space(path.parent)} free once the partial "
-                    "file was removed). Free space or choose another output_dir; files written "
-                    "before are left as they were")
-    return OSError(err.errno, message) if err.errno is not None else OSError(message)
-
-
-def _free_space(folder: Path) -> str:
-    try:
-        return f"{shutil.disk_usage(folder).free / 2**20:,.1f} MiB"
-    except OSError:
-        return "unknown"
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def save_checkpoint(state: dict[str, Any], output_dir: str | Path, step: int,

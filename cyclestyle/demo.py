@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from skimage import color, data, filters, metrics
 
+from cyclestyle.atomic import write_text_atomic
 from cyclestyle.config import ExperimentConfig, apply_overrides, from_dict
 from cyclestyle.samples import save_image_atomic
 
@@ -158,7 +159,7 @@ def run_demo(output_dir: str | Path = "demo_out", overrides: list[str] | None = 
                "held_out_images": len(names), "train_seconds": round(train_seconds, 1),
                "steps": config.train.max_steps, "checkpoint": str(checkpoint)}
     results["learned"] = results["translated"]["psnr"] > results["untranslated"]["psnr"]
-    (output_dir / "results.json").write_text(json.dumps(results, indent=2))
+    write_text_atomic(output_dir / "results.json", json.dumps(results, indent=2))
     # Columns of (photo, translation, truth), one column per held-out crop.
     grid = np.concatenate([np.concatenate(col, axis=0) for col in
                            zip(photos[:8], translated[:8], truths[:8])], axis=1)
@@ -168,7 +169,7 @@ def run_demo(output_dir: str | Path = "demo_out", overrides: list[str] | None = 
     save_image_atomic(Image.fromarray(np.concatenate([full, full_out, cartoonize(full)], axis=1)),
                       output_dir / "chelsea.png")
     report = output_dir / "report.html"
-    report.write_text(render_report(results, config))
+    write_text_atomic(report, render_report(results, config))
     log.info("demo: translated PSNR %.2f dB vs untranslated %.2f dB (SSIM %.3f vs %.3f)",
              results["translated"]["psnr"], results["untranslated"]["psnr"],
              results["translated"]["ssim"], results["untranslated"]["ssim"])

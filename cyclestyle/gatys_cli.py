@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from cyclestyle.atomic import atomic_write
 from cyclestyle.gatys import (
     OPTIMIZERS,
     PRECISIONS,
@@ -134,9 +135,8 @@ def _run_job(job: _Job, vgg: VGGFeatures, config: GatysConfig, blend, init, devi
 
 
 def _write_json_atomic(data: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    with atomic_write(path, "w") as f:
+        json.dump(data, f, indent=1)
 
 
 def _csv(kind):

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from PIL import Image, ImageDraw
 
-from cyclestyle.checkpoint import write_error
+from cyclestyle.atomic import atomic_write
 
 
 def save_image_atomic(image: Image.Image, path: str | Path, **save_kwargs) -> None:
@@ -17,25 +15,9 @@ def save_image_atomic(image: Image.Image, path: str | Path, **save_kwargs) -> No
 
     A failed write (full disk) removes the temp file and raises `OSError` naming `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fmt = save_kwargs.pop("format", None) or Image.registered_extensions().get(path.suffix.lower())
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format=fmt, **save_kwargs)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give normal file permissions
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):  # PIL lets the file's ENOSPC through: name the file
-            raise write_error(path, err) from err
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    with atomic_write(path) as f:
+        image.save(f, format=fmt, **save_kwargs)
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cyclestyle import checkpoint as ckpt
+from cyclestyle.atomic import write_text_atomic
 from cyclestyle.config import ConfigError, ExperimentConfig
 from cyclestyle.data import UnpairedDataset, build_dataloader, find_domain_images
 from cyclestyle.interrupt import StopRequested
@@ -394,7 +395,7 @@ class Trainer:
         if not self.accelerator.is_main_process:
             return
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "config.yaml").write_text(self.config.to_yaml())
+        write_text_atomic(self.output_dir / "config.yaml", self.config.to_yaml())
         init_tracker(self.accelerator, self.config)
 
     def evaluate(self) -> dict[str, float]:

@@ -8,8 +8,6 @@ leaves only complete images (cyclestyle/batch_translate.py removes the temp file
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from cyclestyle.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -77,28 +77,8 @@ def write_image(target: Path, pixels: np.ndarray, alpha: Image.Image | None) -> 
     save_atomic(image, target, SAVE_OPTIONS.get(suffix, {}))
 
 
-def _file_mode() -> int:
-    """Permissions a plain open() would give a new file (mkstemp's temp files are 0600).
-
-    Read once at import: flipping the umask while writer threads create files would race."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-_FILE_MODE = _file_mode()
-
-
 def save_atomic(image: Image.Image, target: Path, options: dict) -> None:
     """Temp file in the target's folder, then rename: a killed run leaves no partial image."""
-    target.parent.mkdir(parents=True, exist_ok=True)
     fmt = Image.registered_extensions().get(target.suffix.lower())
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), _FILE_MODE)
-            image.save(f, format=fmt, **options)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(target) as f:
+        image.save(f, format=fmt, **options)

@@ -31,7 +31,7 @@ class _FullDisk:
         self.file, self.budget = file, budget
 
     def write(self, data) -> int:
-        size = len(memoryview(data).cast("B"))
+        size = len(data.encode()) if isinstance(data, str) else len(memoryview(data).cast("B"))
         if size > self.budget:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         self.budget -= size
@@ -93,7 +93,7 @@ def test_checkpoint_fsync_failure_is_a_write_error(tmp_path, monkeypatch):
     def no_space(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(ckpt.os, "fsync", no_space)
+    monkeypatch.setattr(os, "fsync", no_space)
     with pytest.raises(OSError) as info:
         ckpt.save_checkpoint(_state(2.0), tmp_path, 20, keep=2)
     _assert_disk_full_error(info.value, ckpt.checkpoint_path(tmp_path, 20))
@@ -150,7 +150,7 @@ def test_train_cli_reports_a_full_disk_without_a_traceback(image_dirs, tmp_path,
                                                           capsys):
     from cyclestyle.cli import main
 
-    full_disk(100)
+    full_disk(50_000)  # room for config.yaml and the sample grid, not for a checkpoint
     code = main(["train", str(REPO / "configs" / "tiny.yaml"), "--set",
                  f"data.domain_a={image_dirs[0]}", "--set", f"data.domain_b={image_dirs[1]}",
                  "--set", f"output_dir={tmp_path / 'run'}", "--set", "train.max_steps=1",

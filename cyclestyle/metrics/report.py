@@ -5,13 +5,12 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import torch
 
+from cyclestyle.atomic import atomic_write, write_text_atomic
 from cyclestyle.imageio import find_images, load_image
 from cyclestyle.metrics.style import square_crop
 from cyclestyle.samples import make_grid_image, save_image_atomic
@@ -33,12 +32,9 @@ def _jsonable(value):
 
 
 def write_json(results: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
+    with atomic_write(path, "w") as f:
         json.dump(_jsonable(results), f, indent=2, allow_nan=False)
         f.write("\n")
-    os.replace(tmp, path)
 
 
 def summary_rows(results: dict) -> list[tuple[str, str, str]]:
@@ -140,5 +136,5 @@ extractor and resize mode.</p>
 </body></html>
 """
     path = out_dir / "report.html"
-    path.write_text(page)
+    write_text_atomic(path, page)
     return path
