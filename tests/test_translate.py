@@ -319,6 +319,35 @@ def test_killed_run_leaves_only_complete_images_and_a_rerun_finishes(checkpoint,
     assert len(files) == 60 and not any(p.name.startswith(".") for p in files)
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_stops_cleanly_and_skip_existing_finishes(checkpoint, tmp_path, signum):
+    """Preemption: the images in flight are finished, no temp file is left, the summary says
+    how to resume, and the exit code says the run is not complete."""
+    inp = make_folder(tmp_path / "in", 60, sizes=((64, 48),))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "cyclestyle.cli", "translate", "--checkpoint",
+               str(checkpoint), "--input", str(inp), "--output", str(out), "--device", "cpu",
+               "--workers", "1", "--batch-size", "1", "--no-progress", "--format", "png"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(out.rglob("p*.png"))) < 5:
+        time.sleep(0.02)
+    process.send_signal(signum)
+    log, _ = process.communicate(timeout=120)
+    assert process.returncode == 1, log
+    assert "interrupted: rerun the same command with --skip-existing" in log
+    assert "Traceback" not in log
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert 5 <= len(files) < 60, "the run should have stopped mid-way"
+    assert not any(p.name.startswith(".") for p in files)  # in-flight writes were finished
+    for path in files:
+        with Image.open(path) as image:
+            image.load()
+    assert translate(checkpoint, inp, out, "--skip-existing", "--format", "png") == 0
+    assert len([p for p in out.rglob("*") if p.is_file()]) == 60
+
+
 def test_two_processes_translate_every_file_exactly_once(checkpoint, tmp_path):
     inp = make_folder(tmp_path / "in", 9)
     out = tmp_path / "out"
