@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -156,3 +160,23 @@ def test_tf1_bilinear_resize_by_hand():
 def test_unknown_resize_mode_lists_the_valid_ones():
     with pytest.raises(ValueError, match="pil_bicubic"):
         resize_to(np.zeros((4, 4, 3), dtype=np.uint8), 2, "nearest")
+
+
+def test_metrics_benchmark_quick_run(tmp_path, shared_inception):
+    """scripts/bench_metrics.py keeps working: both methods timed on full-rank and
+    rank-deficient statistics, agreeing, and extraction measured with the shared Inception."""
+    out = tmp_path / "bench.json"
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "scripts/bench_metrics.py", "--quick", "--inception",
+                    str(shared_inception), "--out", str(out)], cwd=repo, check=True,
+                   capture_output=True, timeout=300)
+    result = json.loads(out.read_text())
+    cases = result["frechet_distance"]
+    assert [c["full_rank"] for c in cases] == [True, False]
+    for case in cases:
+        assert case["relative_difference"] < 1e-6 and case["ours"] > 0
+        assert case["ours_median_s"] > 0 and case["speedup"] > 0
+    extraction = result["feature_extraction"]
+    assert extraction["images_per_s_median"] > 0 and len(extraction["seconds_per_batch"]) == 2
+    assert extraction["extractor_sha256"].startswith("7ff4a85c")
+    assert result["peak_rss_mib"] > 100
