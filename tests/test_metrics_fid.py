@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,23 @@ def test_agrees_with_scipy_sqrtm_on_random_64d_statistics():
                      - 2 * float(np.trace(root).real))
         assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(reference, rel=1e-6)
         assert float(trace_sqrt_product(s1, s2)) == pytest.approx(np.trace(root).real, rel=1e-9)
+
+
+@pytest.mark.parametrize(("dim", "n1", "n2"), [(256, 30, 37), (512, 40, 25)])
+def test_small_sets_match_the_exact_nuclear_norm(dim, n1, n2):
+    """Fewer images than dimensions (any real test set against 2048-d features): the covariances
+    are singular. With centred features X1, X2, S1 S2 has the eigenvalues of
+    (X1 X2^T)(X1 X2^T)^T / ((n1-1)(n2-1)), so tr sqrt(S1 S2) is the nuclear norm of X1 X2^T
+    over sqrt((n1-1)(n2-1)): exact, from an n1 x n2 SVD. An eigh square root of S1 was 6e-8
+    off here; scipy's sqrtm 2e-7."""
+    g = torch.Generator().manual_seed(dim)
+    mix = torch.randn(dim, dim, generator=g, dtype=torch.float64)
+    x1, x2 = ((torch.randn(n, dim, generator=g, dtype=torch.float64) @ mix.T).relu()
+              for n in (n1, n2))
+    x1, x2 = x1 - x1.mean(0), x2 - x2.mean(0)
+    exact = torch.linalg.svdvals(x1 @ x2.T).sum() / math.sqrt((n1 - 1) * (n2 - 1))
+    ours = trace_sqrt_product(feature_stats(x1).cov, feature_stats(x2).cov)
+    assert float(ours) == pytest.approx(float(exact), rel=1e-12)
 
 
 def test_diagonal_covariances_by_hand():
@@ -173,6 +191,7 @@ def test_metrics_benchmark_quick_run(tmp_path, shared_inception):
     result = json.loads(out.read_text())
     cases = result["frechet_distance"]
     assert [c["full_rank"] for c in cases] == [True, False]
+    assert cases[1]["ours_relative_error"] < 1e-12  # against the exact nuclear-norm value
     for case in cases:
         assert case["relative_difference"] < 1e-6 and case["ours"] > 0
         assert case["ours_median_s"] > 0 and case["speedup"] > 0

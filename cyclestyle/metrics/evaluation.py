@@ -72,7 +72,8 @@ def _fid_kid(real: Path, fake: Path, wanted: list[str], opts: EvaluateOptions) -
     if "fid" in wanted:
         out["fid"] = {"value": fid_from_features(real_features, fake_features), **common,
                       "statistics": "float64 mean and unbiased covariance",
-                      "sqrt_trace": "eigenvalues of R^T S2 R with S1 = R R^T (Cholesky, or eigh when singular)"}
+                      "sqrt_trace": "eigenvalues of R^T S2 R, S1 = R R^T (pivoted Cholesky "
+                                     "of the lower-rank covariance)"}
     if "kid" in wanted:
         kid = kernel_inception_distance(real_features, fake_features, opts.kid_subsets,
                                         opts.kid_subset_size, opts.seed)
