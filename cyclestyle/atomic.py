@@ -53,7 +53,7 @@ def atomic_write(path: str | Path, mode: str = "wb", *, durable: bool = False) -
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError) and str(path) not in str(err):
+        if isinstance(err, OSError):
             raise write_error(path, err) from err
         raise
     if durable:

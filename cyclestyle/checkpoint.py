@@ -152,7 +152,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle.UnpicklingError for code-carrying files, EOF for truncation
         raise CheckpointError(
-            f"cannot load checkpoint {path}: {type(err).__name__}: {_first_line(err)}. "
+            f"cannot load checkpoint {path}: {type(err).__name__}: {first_line(err)}. "
             "cyclestyle loads checkpoints with weights_only=True, so files that carry code or "
             "arbitrary Python objects are refused; a truncated file means an interrupted copy."
         ) from None
@@ -237,7 +237,8 @@ def plain_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
-def _first_line(err: BaseException) -> str:
-    """The first non-empty line of an error's message, without its closing full stop."""
+def first_line(err: BaseException) -> str:
+    """The first non-empty line of an error's message (TorchScript's start with an empty one),
+    without its closing full stop."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return lines[0].rstrip(".") if lines else "(no message)"

@@ -141,6 +141,7 @@ def _export_onnx(generator: nn.Module, stride: int, path: Path, metadata: dict[s
 
 
 def _export_torchscript(generator: nn.Module, path: Path, metadata: dict[str, str]) -> None:
+    from cyclestyle.checkpoint import first_line
     from cyclestyle.models import layers
 
     # torch.jit.script cannot read NamedTuple fields annotated as strings (layers.py postpones
@@ -151,11 +152,8 @@ def _export_torchscript(generator: nn.Module, path: Path, metadata: dict[str, st
             scripted = torch.jit.script(generator)
         except Exception as err:  # the frontend raises several types, all "cannot compile"
             name = getattr(generator, "registry_name", type(generator).__name__)
-            # TorchScript's messages start with an empty line; the first real one says what.
-            reason = next((line.strip() for line in str(err).splitlines() if line.strip()),
-                          type(err).__name__)
             raise ValueError(f"generator {name!r} cannot be compiled by torch.jit.script "
-                             f"({reason}); export it with --format onnx") from err
+                             f"({first_line(err)}); export it with --format onnx") from err
         torch.jit.save(scripted, str(path), _extra_files={METADATA_FILE: json.dumps(metadata)})
 
 

@@ -2,8 +2,8 @@
 
 1. The Fréchet distance of two 2048-d Gaussians: ours (`cyclestyle.metrics.fid`: Cholesky
    factor of the lower-rank covariance, pivoted when singular, then the eigenvalues of a
-   symmetric matrix) against the usual
-   `scipy.linalg.sqrtm(sigma1 @ sigma2)`, alternating, median of `--repeats` timings each. Two
+   symmetric matrix) against the usual `scipy.linalg.sqrtm(sigma1 @ sigma2)`, alternating,
+   median of `--repeats` timings each. Two
    cases: full-rank statistics (5000 images) and rank-deficient ones (120 images, the size of
    horse2zebra's test set: singular covariances). Accuracy: the relative difference between
    the two results and, for the rank-deficient case, each one's error against the exact value

@@ -294,17 +294,24 @@ def test_workers_buckets_and_streams_give_the_same_images_as_one_by_one(checkpoi
             assert np.abs(np.asarray(got).astype(int) - expected).max() <= 1
 
 
-def test_killed_run_leaves_only_complete_images_and_a_rerun_finishes(checkpoint, tmp_path):
+def start_slow_translation(checkpoint: Path, tmp_path: Path, **popen_kwargs):
+    """60 images translated one at a time in a subprocess, returned once 5 are written, so the
+    caller can stop it mid-way."""
     inp = make_folder(tmp_path / "in", 60, sizes=((64, 48),))
     out = tmp_path / "out"
     command = [sys.executable, "-m", "cyclestyle.cli", "translate", "--checkpoint",
                str(checkpoint), "--input", str(inp), "--output", str(out), "--device", "cpu",
                "--workers", "1", "--batch-size", "1", "--no-progress", "--format", "png"]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, cwd=REPO, **popen_kwargs)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(list(out.rglob("p*.png"))) < 5:
         time.sleep(0.02)
+    return inp, out, process
+
+
+def test_killed_run_leaves_only_complete_images_and_a_rerun_finishes(checkpoint, tmp_path):
+    inp, out, process = start_slow_translation(checkpoint, tmp_path, stdout=subprocess.DEVNULL,
+                                               stderr=subprocess.DEVNULL)
     process.send_signal(signal.SIGKILL)
     process.wait()
     written = list(out.rglob("p*.png"))
@@ -323,16 +330,8 @@ def test_killed_run_leaves_only_complete_images_and_a_rerun_finishes(checkpoint,
 def test_sigterm_stops_cleanly_and_skip_existing_finishes(checkpoint, tmp_path, signum):
     """Preemption: the images in flight are finished, no temp file is left, the summary says
     how to resume, and the exit code says the run is not complete."""
-    inp = make_folder(tmp_path / "in", 60, sizes=((64, 48),))
-    out = tmp_path / "out"
-    command = [sys.executable, "-m", "cyclestyle.cli", "translate", "--checkpoint",
-               str(checkpoint), "--input", str(inp), "--output", str(out), "--device", "cpu",
-               "--workers", "1", "--batch-size", "1", "--no-progress", "--format", "png"]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list(out.rglob("p*.png"))) < 5:
-        time.sleep(0.02)
+    inp, out, process = start_slow_translation(checkpoint, tmp_path, stdout=subprocess.PIPE,
+                                               stderr=subprocess.STDOUT, text=True)
     process.send_signal(signum)
     log, _ = process.communicate(timeout=120)
     assert process.returncode == 1, log

@@ -41,9 +41,10 @@ class SelfAttention2d(nn.Module):
         qkv = self.qkv(self.norm(x))  # (B, 3C, H, W)
         # SDPA's fused kernels (flash on CPU, flash/memory-efficient on CUDA) need each head's
         # features contiguous. Transposed views of an NCHW tensor send it to the math path,
-        # which materialises the T x T weights: 3-6x slower and +2 GiB per head at 128x128 tokens.
-        # For channels_last input these are views; for NCHW, one copy of qkv.
-        tokens = qkv.permute(0, 2, 3, 1).reshape(batch, height * width, 3, self.num_heads, head_size)
+        # which materialises the T x T weights: 3-6x slower and +2 GiB per head at 128x128
+        # tokens. For channels_last input these are views; for NCHW, one copy of qkv.
+        tokens = qkv.permute(0, 2, 3, 1).reshape(batch, height * width, 3, self.num_heads,
+                                                 head_size)
         q, k, v = tokens.contiguous().permute(2, 0, 3, 1, 4).unbind(0)  # each (B, nh, T, hs)
         out = F.scaled_dot_product_attention(q, k, v)  # (B, nh, T, hs), scale 1/sqrt(hs)
         out = out.transpose(1, 2).reshape(batch, height, width, channels).permute(0, 3, 1, 2)
@@ -52,4 +53,3 @@ class SelfAttention2d(nn.Module):
         if x.is_contiguous():
             out = out.contiguous()
         return x + self.proj(out)
-
