@@ -31,6 +31,24 @@ def _file_mode() -> int:
 FILE_MODE = _file_mode()
 
 
+def _make_temp(path: Path) -> tuple[int, str]:
+    """The one temp-name rule: ".<target name>.<random>.tmp" in the target's folder."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as err:  # no inodes left, read-only file system, ...
+        raise write_error(path, err) from err
+    return fd, tmp
+
+
+def temp_target(name: str) -> str | None:
+    """The target's name if `name` is a temp file of an atomic write (else None)."""
+    if not (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
+        return None
+    target, dot, random_part = name[1:-len(TEMP_SUFFIX)].rpartition(".")
+    return target if dot and target and random_part else None
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "wb", *, durable: bool = False) -> Iterator[IO[Any]]:
     """Open a temp file beside `path` for writing; on a clean exit it replaces `path`.
@@ -38,11 +56,7 @@ def atomic_write(path: str | Path, mode: str = "wb", *, durable: bool = False) -
     `durable` also fsyncs the file and its folder, so the new file survives a power cut (for
     checkpoints; images and reports can be written again)."""
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    except OSError as err:  # no inodes left, read-only file system, ...
-        raise write_error(path, err) from err
+    fd, tmp = _make_temp(path)
     try:
         os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, mode) as f:
@@ -58,6 +72,24 @@ def atomic_write(path: str | Path, mode: str = "wb", *, durable: bool = False) -
         raise
     if durable:
         _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A unique temp path beside `path` for writers that want a file name (ONNX, TorchScript);
+    on a clean exit it replaces `path`, on any error it is removed."""
+    path = Path(path)
+    fd, tmp = _make_temp(path)
+    os.close(fd)
+    try:
+        os.chmod(tmp, FILE_MODE)
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise write_error(path, err) from err
+        raise
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -94,3 +126,42 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over `path`.
+
+    A crash at any moment leaves either the old file or the new one, never half of one. A
+    failed write (full disk, quota) removes the temp file and raises `OSError` naming `path`.
+    """
+    writer = None
+    try:
+        with atomic_write(path, durable=True) as f:
+            writer = _ErrorRecordingWriter(f)
+            import torch
+
+            torch.save(obj, writer)
+    except RuntimeError as err:  # torch's writer reports the OSError as a RuntimeError
+        if writer is not None and writer.error is not None:
+            raise write_error(path, writer.error) from err
+        raise
+
+
+class _ErrorRecordingWriter:
+    """A file's `write`, remembering the OSError it raised.
+
+    torch.save's C++ writer swallows it and reports "unexpected pos 1984 vs 1878" instead."""
+
+    def __init__(self, file: Any) -> None:
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()

@@ -7,7 +7,9 @@ with `weights_only=True`: opening a checkpoint someone sent you cannot execute c
 from __future__ import annotations
 
 import logging
+import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +17,14 @@ import torch
 from torch import nn
 
 from cyclestyle import __version__
-from cyclestyle.atomic import atomic_write, write_error
+from cyclestyle.atomic import atomic_torch_save, temp_target
+from cyclestyle.models.factory import ModelConfig, build_generators
+from cyclestyle.options import first_line, from_dict
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
-# Temp files of atomic_torch_save: ".step_00000010.pt.k3j2x1.tmp", ".best.pt.k3j2x1.tmp".
-_TEMP_NAME = re.compile(r"^\.(step_\d{8}\.pt|best\.pt)\.[^.]+\.tmp$")
 BEST_NAME = "best.pt"  # the step with the lowest held-out FID (eval.every > 0)
 
 
@@ -36,43 +38,6 @@ def checkpoint_dir(output_dir: str | Path) -> Path:
 
 def checkpoint_path(output_dir: str | Path, step: int) -> Path:
     return checkpoint_dir(output_dir) / f"step_{step:08d}.pt"
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over `path`.
-
-    A crash at any moment leaves either the old file or the new one, never half of one. A
-    failed write (full disk, quota) removes the temp file and raises `OSError` naming `path`.
-    """
-    writer = None
-    try:
-        with atomic_write(path, durable=True) as f:
-            writer = _ErrorRecordingWriter(f)
-            torch.save(obj, writer)
-    except RuntimeError as err:  # torch's writer reports the OSError as a RuntimeError
-        if writer is not None and writer.error is not None:
-            raise write_error(path, writer.error) from err
-        raise
-
-
-class _ErrorRecordingWriter:
-    """A file's `write`, remembering the OSError it raised.
-
-    torch.save's C++ writer swallows it and reports "unexpected pos 1984 vs 1878" instead."""
-
-    def __init__(self, file: Any) -> None:
-        self.file = file
-        self.error: OSError | None = None
-
-    def write(self, data: Any) -> int:
-        try:
-            return self.file.write(data)
-        except OSError as err:
-            self.error = self.error or err
-            raise
-
-    def flush(self) -> None:
-        self.file.flush()
 
 
 def save_checkpoint(state: dict[str, Any], output_dir: str | Path, step: int,
@@ -102,6 +67,10 @@ def save_checkpoint(state: dict[str, Any], output_dir: str | Path, step: int,
 _WARNED_LATER: set[Path] = set()
 
 
+def _is_checkpoint_name(name: str) -> bool:
+    return bool(_NAME.match(name)) or name == BEST_NAME
+
+
 def _step_of(path: Path) -> int:
     return int(_NAME.match(path.name).group(1))
 
@@ -111,7 +80,8 @@ def remove_stale_temp_files(output_dir: str | Path) -> list[Path]:
 
     Only safe while no other process writes to this run's checkpoints (as with rotation)."""
     folder = checkpoint_dir(output_dir)
-    stale = [p for p in folder.iterdir() if _TEMP_NAME.match(p.name)] if folder.is_dir() else []
+    stale = [p for p in folder.iterdir() if _is_checkpoint_name(temp_target(p.name) or "")
+             ] if folder.is_dir() else []
     for path in stale:
         path.unlink(missing_ok=True)
         log.info("removed %s, left by an interrupted checkpoint write", path)
@@ -139,7 +109,12 @@ def list_checkpoints(output_dir: str | Path) -> list[Path]:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint without executing code; clear errors for anything else."""
+    """Load a checkpoint without executing code; one-line CheckpointErrors for anything else.
+
+    Checked before unpickling: the file is a torch.save archive at all (a PNG, a YAML file or
+    random bytes never reach the unpickler). Checked after: the structure every cyclestyle
+    checkpoint has (an integer format_version this version reads, a config and a models dict).
+    """
     path = Path(path)
     if path.is_dir():
         found = list_checkpoints(path) or list_checkpoints(path.parent)
@@ -148,21 +123,90 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         path = found[-1]
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    _check_torch_save_file(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle.UnpicklingError for code-carrying files, EOF for truncation
+    except pickle.UnpicklingError:  # torch's message advises weights_only=False: never that
         raise CheckpointError(
-            f"cannot load checkpoint {path}: {type(err).__name__}: {first_line(err)}. "
-            "cyclestyle loads checkpoints with weights_only=True, so files that carry code or "
-            "arbitrary Python objects are refused; a truncated file means an interrupted copy."
-        ) from None
-    if not isinstance(state, dict) or "format_version" not in state or "config" not in state:
-        raise CheckpointError(f"{path} is not a cyclestyle checkpoint (no format_version/config)")
-    if state["format_version"] > FORMAT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint format {state['format_version']}; this "
-                              f"cyclestyle ({__version__}) reads up to {FORMAT_VERSION}: upgrade")
+            f"{path} holds code or Python objects other than tensors and plain values; "
+            "refused without running any of it (cyclestyle loads checkpoints with "
+            "weights_only=True). Use a checkpoint written by cyclestyle") from None
+    except Exception as err:  # RuntimeError from the zip reader, EOFError, ...
+        raise CheckpointError(f"{path} is damaged and cannot be read ({_torch_reason(err)}); a "
+                              "truncated file usually means an interrupted copy") from None
+    _check_structure(state, path)
     state["path"] = str(path)
     return state
+
+
+# torch.save writes a zip archive; before torch 1.6 (or with _use_new_zipfile_serialization=
+# False) a pickle that starts with this magic number.
+_ZIP_MAGIC = b"PK\x03\x04"
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+
+
+def _check_torch_save_file(path: Path) -> None:
+    """Refuse files that are not torch.save archives, and TorchScript exports, by their bytes."""
+    with path.open("rb") as f:
+        head = f.read(len(_LEGACY_MAGIC))
+    if not head:
+        raise CheckpointError(f"{path} is empty (0 bytes), not a cyclestyle checkpoint; an "
+                              "interrupted copy?")
+    if not head.startswith(_ZIP_MAGIC) and head != _LEGACY_MAGIC:
+        raise CheckpointError(f"{path} is not a cyclestyle checkpoint (not a torch.save file)")
+    if head.startswith(_ZIP_MAGIC) and _is_torchscript(path):
+        raise CheckpointError(f"{path} is a TorchScript file (written by `cyclestyle export`), "
+                              "not a cyclestyle checkpoint; load it with torch.jit.load")
+
+
+def _is_torchscript(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/constants.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):  # truncated: torch.load reports it
+        return False
+
+
+def _torch_reason(err: BaseException) -> str:
+    """The first sentence of torch's message, without its advice about weights_only."""
+    reason = first_line(err).split(". ")[0]
+    if "weights_only" in reason:
+        return type(err).__name__
+    return reason if len(reason) <= 160 else reason[:157] + "..."
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _bad(path: Path | str, key: str, value: Any, why: str, valid: str) -> CheckpointError:
+    """The package's error grammar, prefixed with the checkpoint file."""
+    return CheckpointError(f"{path}: {key}: {_short(value)} is invalid: {why}; {valid}")
+
+
+def _check_structure(state: Any, path: Path) -> None:
+    if not isinstance(state, dict) or "format_version" not in state or "config" not in state:
+        raise CheckpointError(f"{path} is not a cyclestyle checkpoint (no format_version/config)")
+    version = state["format_version"]
+    readable = f"this cyclestyle ({__version__}) reads formats 1 to {FORMAT_VERSION}"
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise _bad(path, "format_version", version, f"a {type(version).__name__}, not an "
+                   "integer", readable)
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format {version}; this cyclestyle "
+                              f"({__version__}) reads up to {FORMAT_VERSION}: upgrade")
+    if version < 1:
+        raise _bad(path, "format_version", version, "below 1", readable)
+    if not isinstance(state["config"], dict):
+        raise _bad(path, "config", state["config"], f"a {type(state['config']).__name__}",
+                   "expected the run's config as a mapping")
+    if "models" not in state:
+        raise CheckpointError(f"{path} is not a complete cyclestyle checkpoint: it has no "
+                              "'models' key (the network weights)")
+    if not isinstance(state["models"], dict):
+        raise _bad(path, "models", state["models"], f"a {type(state['models']).__name__}",
+                   "expected a mapping of network name to its state dict")
 
 
 def load_latest(output_dir: str | Path) -> dict[str, Any] | None:
@@ -182,35 +226,105 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     return Path(state["path"]) if state else None
 
 
-def build_generators(config: Any) -> tuple[nn.Module, nn.Module]:
-    """G_AB and G_BA as the config describes them (config: ExperimentConfig)."""
-    from cyclestyle.models import create_generator
+def model_config(state: dict[str, Any]) -> ModelConfig:
+    """The model section stored in a loaded checkpoint, validated (errors name the file)."""
+    try:
+        config = from_dict(state["config"].get("model"), ModelConfig, "model.")
+        config.validate()
+    except ValueError as err:  # ConfigError: names the key and what is valid
+        raise CheckpointError(f"{state.get('path', 'checkpoint')}: {err}") from None
+    return config
 
-    kwargs = config.model.generator_args
-    return (create_generator(config.model.generator, **kwargs),
-            create_generator(config.model.generator, **kwargs))
+
+GENERATORS = ("g_ab", "g_ba")
 
 
-def load_generators(path: str | Path) -> tuple[nn.Module, nn.Module, Any]:
-    """Rebuild (g_ab, g_ba, config) from a checkpoint alone, in eval mode."""
-    from cyclestyle.config import from_dict
+def load_generators(path: str | Path) -> tuple[nn.Module, nn.Module, dict[str, Any]]:
+    """Rebuild (g_ab, g_ba, stored config as a dict) from a checkpoint alone, in eval mode.
 
+    Nothing the file asks for is allocated before its weights are checked: the networks are
+    first built on the `meta` device (shapes only, no memory), every stored tensor is compared
+    with them (names, shapes, storage actually in the file) and with finite values, and only
+    then are the real networks built. A 3 KB file whose config asks for base_channels=256 used
+    to take 6 GB of memory before the mismatch was found.
+    """
     state = load_checkpoint(path)
-    config = from_dict(state["config"])
-    g_ab, g_ba = build_generators(config)
-    g_ab.load_state_dict(state["models"]["g_ab"])
-    g_ba.load_state_dict(state["models"]["g_ba"])
-    return g_ab.eval(), g_ba.eval(), config
+    where = state["path"]
+    config = model_config(state)
+    weights = {name: _generator_weights(state, name) for name in GENERATORS}
+    with torch.device("meta"):
+        expected = _build(config, where)[0].state_dict()
+    for name, stored in weights.items():
+        _check_against(stored, expected, f"{where}: models.{name}")
+    for name, stored in weights.items():
+        _check_finite(stored, f"{where}: models.{name}")
+    g_ab, g_ba = _build(config, where)
+    g_ab.load_state_dict(weights["g_ab"])
+    g_ba.load_state_dict(weights["g_ba"])
+    return g_ab.eval(), g_ba.eval(), state["config"]
+
+
+def _build(config: ModelConfig, where: str) -> tuple[nn.Module, nn.Module]:
+    try:
+        return build_generators(config)
+    except (TypeError, ValueError, KeyError, RuntimeError) as err:  # a constructor refused
+        raise CheckpointError(f"{where}: model section {config.generator!r} with "
+                              f"{_short(config.generator_args)} builds no generator "
+                              f"({first_line(err)})") from None
+
+
+def _generator_weights(state: dict[str, Any], name: str) -> dict[str, torch.Tensor]:
+    weights = state["models"].get(name)
+    if not isinstance(weights, dict):
+        raise _bad(state["path"], f"models.{name}", weights,
+                   "missing" if weights is None else f"a {type(weights).__name__}",
+                   "expected the generator's state dict (a mapping of names to tensors)")
+    for key, value in weights.items():
+        if not isinstance(value, torch.Tensor):
+            raise _bad(state["path"], f"models.{name}[{key!r}]", value,
+                       f"a {type(value).__name__}", "expected a tensor")
+    return weights
+
+
+def _check_against(stored: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
+                   what: str) -> None:
+    """Same names and shapes as the network the config builds; each tensor's data present."""
+    missing = [key for key in expected if key not in stored]
+    if missing:
+        raise CheckpointError(f"{what} does not match its model config: {missing[0]!r} is "
+                              f"missing ({len(missing)} key(s) missing)")
+    unexpected = [key for key in stored if key not in expected]
+    if unexpected:
+        raise CheckpointError(f"{what} does not match its model config: {unexpected[0]!r} is "
+                              f"not in the network the config builds ({len(unexpected)} "
+                              "unexpected key(s))")
+    for key, want in expected.items():
+        got = stored[key]
+        if got.shape != want.shape:
+            raise CheckpointError(f"{what} does not match its model config: {key!r} has shape "
+                                  f"{tuple(got.shape)} in the file, {tuple(want.shape)} in the "
+                                  "network the config builds")
+        if got.numel() * got.element_size() > got.untyped_storage().nbytes():
+            # A stride-0 view: a few bytes in the file posing as a full-size tensor.
+            raise CheckpointError(f"{what}: {key!r} has shape {tuple(got.shape)} but the file "
+                                  f"holds only {got.untyped_storage().nbytes()} bytes for it")
+
+
+def _check_finite(stored: dict[str, torch.Tensor], what: str) -> None:
+    for key, tensor in stored.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{what}: {key!r} holds NaN or inf values: these weights are "
+                                  "broken (a diverged run?); use an earlier checkpoint")
 
 
 def load_for_resume(resume: str | Path | bool | None, output_dir: str | Path,
-                    model_config: Any) -> dict[str, Any] | None:
+                    model_config: ModelConfig) -> dict[str, Any] | None:
     """The state `--resume` continues from: the newest in output_dir (True) or a given file.
 
     Refuses a checkpoint whose model section differs from `model_config` (a ModelConfig)."""
     if not resume:
         return None
-    from cyclestyle.config import ConfigError, from_dict
+    from cyclestyle.options import ConfigError
 
     # Loaded once: the newest readable checkpoint is found by loading it.
     state = load_latest(output_dir) if resume is True else load_checkpoint(resume)
@@ -223,10 +337,13 @@ def load_for_resume(resume: str | Path | bool | None, output_dir: str | Path,
         log.warning("--resume: no checkpoint in %s yet; starting from step 0",
                     checkpoint_dir(output_dir))
         return None
-    saved = from_dict(state["config"])
-    if saved.model != model_config:
-        raise ConfigError(f"cannot resume from {state['path']}: its model section "
-                          f"{saved.model} differs from the config's {model_config}")
+    saved = from_dict(state["config"].get("model"), ModelConfig, "model.")
+    if saved != model_config:
+        differ = [f"model.{k}: {getattr(saved, k)!r} there, {getattr(model_config, k)!r} here"
+                  for k in vars(saved) if getattr(saved, k) != getattr(model_config, k)]
+        raise ConfigError(f"cannot resume from {state['path']}: its model section differs "
+                          f"({'; '.join(differ)}); resume with the same model, or start a new "
+                          "output_dir")
     log.info("resuming from %s (step %d)", state["path"], state["step"])
     return state
 
@@ -235,10 +352,3 @@ def plain_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     """CPU copies under plain names: torch.compile's `_orig_mod.` prefix is dropped."""
     module = getattr(module, "_orig_mod", module)
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-
-
-def first_line(err: BaseException) -> str:
-    """The first non-empty line of an error's message (TorchScript's start with an empty one),
-    without its closing full stop."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0].rstrip(".") if lines else "(no message)"

@@ -1,8 +1,13 @@
-"""The `cyclestyle` command: train, demo, and the tools that build on them."""
+"""The `cyclestyle` command: the root parser only; each capability adds its own subcommands.
+
+Nothing heavy is imported to build the parser, so `--help` and `--version` answer at once.
+Every user error (ConfigError and the other ValueErrors, a missing file) is printed on one
+line with exit code 2, whatever the command."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -17,124 +22,27 @@ EPILOG = textwrap.dedent("""\
     """)
 
 
-def _add_train(sub: argparse._SubParsersAction) -> None:
-    from cyclestyle.config import flat_keys
-
-    p = sub.add_parser(
-        "train", help="train a CycleGAN translator between two folders of images",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=textwrap.dedent("""\
-            Train G_AB: A -> B and G_BA: B -> A from two unpaired image folders.
-
-            Example:
-              cyclestyle train configs/tiny.yaml --set data.domain_a=photos \\
-                  --set data.domain_b=paintings --set output_dir=runs/p2p
-
-            The run folder gets config.yaml (the resolved config), metrics.jsonl,
-            samples/step_*.png and checkpoints/step_*.pt. Interrupt with Ctrl-C or SIGTERM:
-            the current step finishes and a checkpoint is written; continue with --resume.
-            Several processes or GPUs: `accelerate launch -m cyclestyle.cli train ...`.
-            """),
-        epilog="config keys (for --set): " + ", ".join(flat_keys()))
-    p.add_argument("config", nargs="?", help="YAML config file (e.g. configs/tiny.yaml); "
-                   "omitted: the built-in defaults")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set train.max_steps=1000 (repeatable)")
-    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
-                   help="continue from the newest checkpoint in output_dir, or from CHECKPOINT")
-    p.add_argument("--print-config", action="store_true",
-                   help="print the resolved config and exit without training")
-    p.set_defaults(func=_run_train)
+_CAPABILITIES = ("cyclestyle.train.cli", "cyclestyle.translate.cli", "cyclestyle.gatys.cli",
+                 "cyclestyle.metrics.cli")
 
 
-def _run_train(args: argparse.Namespace) -> int:
-    from cyclestyle.config import load_config
+class OneLineErrors(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line, like every other error (exit 2)."""
 
-    config = load_config(args.config, args.overrides)
-    if args.print_config:
-        print(config.to_yaml(), end="")
-        return 0
-    from cyclestyle.data import find_domain_images
-    from cyclestyle.imageio import set_max_image_pixels
-
-    data = config.data
-    find_domain_images(data.domain_a, data.domain_b, data.root, data.split)  # before any network
-    set_max_image_pixels(data.max_image_pixels)  # DataLoader workers inherit it
-    from cyclestyle.train import train
-
-    try:
-        path = train(config, resume=args.resume)
-    except OSError as err:  # a full disk, a read-only output_dir: a message, not a traceback
-        if isinstance(err, FileNotFoundError):
-            raise
-        raise RuntimeError(str(err)) from err
-    if path is not None:
-        logging.getLogger("cyclestyle").info("last checkpoint: %s", path)
-    return 0
-
-
-def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "demo", help="train and evaluate a small photo -> cartoon translator on built-in images",
-        description="Build an unpaired photo/cartoon dataset from scikit-image's bundled photos, "
-        "train a small unet_attn CycleGAN on CPU, translate held-out photos, and write an HTML "
-        "report comparing PSNR/SSIM of translated and untranslated photos against the true "
-        "cartoon renditions.")
-    p.add_argument("--output-dir", default="demo_out", help="where to write data, run and report "
-                   "(default: %(default)s)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a key of the demo's training config (repeatable)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted demo run")
-    p.set_defaults(func=_run_demo)
-
-
-def _run_demo(args: argparse.Namespace) -> int:
-    from cyclestyle.demo import run_demo
-
-    report = run_demo(args.output_dir, overrides=args.overrides, resume=args.resume)
-    print(f"report: {report}")
-    return 0
-
-
-def _add_models(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list the registered generators and discriminators "
-                       "with their arguments")
-    p.set_defaults(func=_run_models)
-
-
-def _run_models(args: argparse.Namespace) -> int:
-    from cyclestyle import models
-
-    for kind, names, arguments in (
-            ("generators", models.list_generators(), models.generator_arguments),
-            ("discriminators", models.list_discriminators(), models.discriminator_arguments)):
-        print(f"{kind}:")
-        for name in names:
-            args_text = ", ".join(f"{k}={v!r}" for k, v in arguments(name).items())
-            print(f"  {name}({args_text})")
-    return 0
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="cyclestyle", description="CycleGAN-style unpaired image-to-image translation.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"cyclestyle {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    _add_train(sub)
-    _add_demo(sub)
-    _add_models(sub)
-    from cyclestyle.gatys_cli import add_parser as add_gatys_parser
-
-    add_gatys_parser(sub)
-    from cyclestyle import export, translate_cli
-
-    translate_cli.add_parser(sub)
-    export.add_parser(sub)
-    from cyclestyle.metrics.cli import add_parser as add_evaluate_parser
-
-    add_evaluate_parser(sub)
+    for name in _CAPABILITIES:  # each capability adds its own subcommands
+        module = importlib.import_module(name)
+        (getattr(module, "add_parsers", None) or module.add_parser)(sub)
     return parser
 
 
@@ -144,13 +52,20 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as err:
+    except (ValueError, OSError, KeyError, RuntimeError) as err:
         if args.verbose or os.environ.get("CYCLESTYLE_DEBUG"):
             raise
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"cyclestyle {args.command}: error: {message}\n(run with -v for the full traceback)",
+        print(f"cyclestyle {args.command}: error: {one_line(err)} (-v for the traceback)",
               file=sys.stderr)
         return 2
+
+
+def one_line(err: BaseException) -> str:
+    """The error's message on one line (a KeyError's without its quotes)."""
+    message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    if isinstance(err, OSError) and err.filename and str(err.filename) not in message:
+        message = f"{err.filename}: {err.strerror or message}"
+    return " ".join(message.split()) or type(err).__name__
 
 
 if __name__ == "__main__":

@@ -1,4 +1,9 @@
-"""Finding, loading and converting images: every file becomes an 8-bit RGB PIL image.
+"""Finding, loading, converting and saving images: every file becomes an 8-bit RGB PIL image.
+
+This module holds the one conversion between tensors in [-1, 1] and 8-bit pixels
+(`to_uint8` / `from_uint8` and their PIL forms), the one alpha rule, the one decompression-bomb
+limit (`MAX_IMAGE_PIXELS`), image grids, and the atomic image save. torch is imported only by
+the functions that need it, so configs can read the limit without it.
 
 Training, translation and evaluation all read images through `load_image`, so the decisions
 about odd files live here once:
@@ -29,15 +34,23 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
-# Modes whose alpha channel must be composited away before dropping to RGB.
-_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+# The decompression-bomb limit of every command: PIL's own default (89,478,485) only warns up to
+# twice that, and this is that hard limit, so 100-megapixel photos still load.
+MAX_IMAGE_PIXELS = 2 * 89_478_485
+
+# Modes whose alpha channel must be composited away before dropping to RGB (and kept by
+# `alpha_of` for outputs that can store it).
+ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
 # Image.MAX_IMAGE_PIXELS is PIL's module-wide bomb limit; we swap it out around Image.open and do
 # the check ourselves (one clear error instead of PIL's warning-or-error split).
@@ -57,12 +70,13 @@ class ImageLoadError(ValueError):
         self.reason = reason
 
 
-def find_images(folder: str | os.PathLike) -> list[Path]:
+def find_images(folder: str | os.PathLike, unreadable: list[Path] | None = None) -> list[Path]:
     """All image files under `folder`, recursively, sorted by relative path.
 
     Hidden files and folders (name starts with ".") are skipped, as are folders whose name looks
     like an image (`x.jpg/`), though images inside them are found. Symlinked folders are
-    followed once each.
+    followed once each. A sub-folder that cannot be listed is warned about (with a count) and
+    appended to `unreadable` when given, never skipped silently.
     """
     root = Path(folder).expanduser()
     if not root.exists():
@@ -71,7 +85,12 @@ def find_images(folder: str | os.PathLike) -> list[Path]:
         raise NotADirectoryError(f"{root} is not a folder; expected a folder of images")
     found: list[Path] = []
     seen_dirs: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    failed: list[Path] = []
+
+    def not_listed(err: OSError) -> None:
+        failed.append(Path(err.filename or root))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=not_listed, followlinks=True):
         real = os.path.realpath(dirpath)
         if real in seen_dirs:  # a symlink cycle or a second link to the same folder
             dirnames[:] = []
@@ -83,12 +102,24 @@ def find_images(folder: str | os.PathLike) -> list[Path]:
             for name in filenames
             if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
         ]
+    if failed:
+        import logging
+
+        shown = ", ".join(str(p) for p in failed[:3]) + (" ..." if len(failed) > 3 else "")
+        logging.getLogger(__name__).warning(
+            "%d folder(s) under %s could not be read and were skipped (%s): check permissions",
+            len(failed), root, shown)
+        if unreadable is not None:
+            unreadable.extend(failed)
     if not found:
         raise ValueError(
             f"no images found in {root} (searched recursively for "
             f"{', '.join(IMAGE_EXTENSIONS)}, any case; hidden files are skipped)"
         )
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # the process-wide default, for every Image.open
 
 
 def set_max_image_pixels(limit: int | None) -> int | None:
@@ -131,7 +162,7 @@ def _pil_limit_disabled() -> Iterator[int | None]:
 _BOMB_ADVICE = (
     "If the file is trusted, raise the limit: data.max_image_pixels in a training config, "
     "--max-pixels for `cyclestyle translate`, max_pixels= in Python; 0 = no limit (default: "
-    "PIL.Image.MAX_IMAGE_PIXELS)"
+    f"{MAX_IMAGE_PIXELS:,})"
 )
 
 
@@ -171,7 +202,7 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.
     try:
         with _open_checked(path, max_pixels) as img:
             img.load()  # decode now, so a truncated file fails here and not mid-training
-            return _to_rgb(ImageOps.exif_transpose(img))
+            return to_rgb(ImageOps.exif_transpose(img))
     except ImageLoadError:
         raise
     except Image.DecompressionBombError as exc:  # a frame or tile checked by PIL while decoding
@@ -184,7 +215,8 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.
         ) from exc
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB the way `load_image` makes it (alpha onto white, 16-bit scaled)."""
     mode = img.mode
     if mode.startswith("I;16") or mode == "I":
         values = np.asarray(img).astype(np.float64).clip(0, 65535) * (255 / 65535)
@@ -195,11 +227,20 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         if finite.size and finite.min() >= 0 and finite.max() <= 1:
             values = values * 255
         return _gray_to_rgb(values.clip(0, 255))
-    if mode in _ALPHA_MODES or "transparency" in img.info:
+    if has_alpha(img):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
     return img if mode == "RGB" else img.convert("RGB")
+
+
+def has_alpha(img: Image.Image) -> bool:
+    return img.mode in ALPHA_MODES or "transparency" in img.info
+
+
+def alpha_of(img: Image.Image) -> Image.Image | None:
+    """The alpha channel as an 'L' image, or None for an opaque image."""
+    return img.convert("RGBA").getchannel("A") if has_alpha(img) else None
 
 
 def _gray_to_rgb(values: np.ndarray) -> Image.Image:
@@ -207,17 +248,68 @@ def _gray_to_rgb(values: np.ndarray) -> Image.Image:
     return Image.fromarray(np.stack([gray] * 3, axis=-1), "RGB")
 
 
+# --- the one [-1, 1] <-> uint8 conversion ---------------------------------------------------
+
+def from_uint8(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., 3, H, W) in 0..255 -> float in [-1, 1]."""
+    return pixels.float() / 127.5 - 1.0
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Float (..., 3, H, W) in [-1, 1] -> uint8 (..., H, W, 3): clamped, then rounded."""
+    scaled = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(_uint8())
+    return scaled.movedim(-3, -1)
+
+
+def _uint8():
+    import torch
+
+    return torch.uint8
+
+
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     """RGB image -> float tensor (3, H, W) in [-1, 1]."""
+    import torch
+
     if img.mode != "RGB":
         raise ValueError(f"expected an RGB image, got mode {img.mode!r}; load it with load_image")
     array = np.asarray(img, dtype=np.uint8)  # (H, W, 3)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 127.5 - 1.0
+    return from_uint8(torch.from_numpy(array.copy()).permute(2, 0, 1))
 
 
 def tensor_to_pil(tensor: torch.Tensor) -> Image.Image:
     """Float tensor (3, H, W) in [-1, 1] -> RGB image; values are clamped, then rounded."""
     if tensor.dim() != 3 or tensor.shape[0] != 3:
         raise ValueError(f"expected a tensor of shape (3, H, W), got {tuple(tensor.shape)}")
-    scaled = ((tensor.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round()
-    return Image.fromarray(scaled.to(torch.uint8).permute(1, 2, 0).numpy(), "RGB")
+    return Image.fromarray(to_uint8(tensor.cpu()).numpy(), "RGB")
+
+
+# --- grids and saving -----------------------------------------------------------------------
+
+def make_grid_image(rows: list[torch.Tensor], labels: list[str] | None = None, pad: int = 2,
+                    label_width: int = 110) -> Image.Image:
+    """Rows of equal-size images (each (N, 3, H, W) in [-1, 1]) as one picture, labelled."""
+    n, _, h, w = rows[0].shape
+    left = label_width if labels else 0
+    canvas = Image.new("RGB", (left + n * (w + pad) + pad, len(rows) * (h + pad) + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    for r, row in enumerate(rows):
+        y = pad + r * (h + pad)
+        for c, pixels in enumerate(to_uint8(row.cpu()).numpy()):
+            canvas.paste(Image.fromarray(pixels), (left + pad + c * (w + pad), y))
+        if labels:
+            draw.text((4, y + h // 2 - 5), labels[r], fill="black")
+    return canvas
+
+
+def save_image_atomic(image: Image.Image, path: str | os.PathLike, **save_kwargs) -> None:
+    """Save through a temp file + rename: an interrupted write never leaves half an image.
+
+    The format follows the file's extension unless `format=` is given. A failed write (full
+    disk) removes the temp file and raises `OSError` naming `path`."""
+    from cyclestyle.atomic import atomic_write
+
+    path = Path(path)
+    fmt = save_kwargs.pop("format", None) or Image.registered_extensions().get(path.suffix.lower())
+    with atomic_write(path) as f:
+        image.save(f, format=fmt, **save_kwargs)

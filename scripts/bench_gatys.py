@@ -27,8 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cyclestyle.data import find_images, load_image, pil_to_tensor
-from cyclestyle.gatys import GatysConfig, GatysLoss, load_vgg, optimise
+from cyclestyle.gatys.config import GatysConfig
+from cyclestyle.gatys.transfer import GatysLoss, load_vgg, optimise
+from cyclestyle.imageio import find_images, load_image, pil_to_tensor
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -153,7 +154,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     layers = (tuple(args.content_layers.split(",")), tuple(args.style_layers.split(",")))
-    config = GatysConfig(content_layers=layers[0], style_layers=layers[1])
+    # fp32 like the tutorial's loop (the config's default `auto` may pick bf16)
+    config = GatysConfig(content_layers=list(layers[0]), style_layers=list(layers[1]),
+                         precision="fp32")
     ours_vgg = load_vgg(config, args.vgg_weights)
     plain_vgg = copy.deepcopy(ours_vgg).to(memory_format=torch.contiguous_format)
     content_path = find_images(Path(args.data) / "photo")[0]

@@ -38,18 +38,17 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "scripts"))
 
 # Reference-sized networks: ResNet-9 + 70x70 PatchGAN (the CycleGAN paper) and our default
 # unet_attn + the same PatchGAN, both at their default widths.
 CASES = {
     "resnet9-fp32": ["model.generator=resnet", "model.generator_args={n_blocks: 9}",
-                     "train.mixed_precision=no"],
+                     "train.precision=fp32"],
     "resnet9-bf16": ["model.generator=resnet", "model.generator_args={n_blocks: 9}",
-                     "train.mixed_precision=bf16"],
-    "unet_attn-fp32": ["model.generator=unet_attn", "train.mixed_precision=no"],
-    "unet_attn-bf16": ["model.generator=unet_attn", "train.mixed_precision=bf16"],
+                     "train.precision=bf16"],
+    "unet_attn-fp32": ["model.generator=unet_attn", "train.precision=fp32"],
+    "unet_attn-bf16": ["model.generator=unet_attn", "train.precision=bf16"],
 }
 
 # Our trainer set up as the reference CycleGAN: ResNet-9 (base 64, InstanceNorm without affine,
@@ -74,10 +73,10 @@ AS_REFERENCE = [
 # InstanceNorm it gives wrong gradients in this torch version (the trainer refuses it there).
 COMPARE_CASES: dict[str, list[str] | None] = {
     "reference-fp32": None,
-    "ours-fp32": ["train.mixed_precision=no"],
-    "ours-bf16": ["train.mixed_precision=bf16"],
-    "ours-compile-fp32": ["train.mixed_precision=no", "train.compile=true"],
-    "ours-compile-bf16": ["train.mixed_precision=bf16", "train.compile=true"],
+    "ours-fp32": ["train.precision=fp32"],
+    "ours-bf16": ["train.precision=bf16"],
+    "ours-compile-fp32": ["train.precision=fp32", "train.compile=true"],
+    "ours-compile-bf16": ["train.precision=bf16", "train.compile=true"],
 }
 # A case name may end in "+mallopt": that worker first tells glibc to keep freed memory (see
 # keep_freed_memory), as a trainer could at start-up. The reference needs no such help.
@@ -92,21 +91,21 @@ COMPILED_WARMUP = 2  # the first compiled step compiles (~90 s on this CPU); the
 # generator) at 64x64, batch 4 per process: about 0.25 s per step on one thread, so the
 # per-step costs of DDP (gradient all-reduce, agreeing on the loss check) show.
 SCALING_CONFIG = REPO / "configs" / "tiny.yaml"
-SCALING_OVERRIDES = ["data.image_size=64", "train.mixed_precision=no"]
+SCALING_OVERRIDES = ["data.image_size=64", "train.precision=fp32"]
 
 
 # --- shared helpers ------------------------------------------------------------------------------
 
 def write_dataset(root: Path, size: int) -> tuple[Path, Path]:
-    from conftest import write_images
+    from synthetic import write_images
 
     return (write_images(root / "A", 8, 1, sizes=((size + 20, size + 30),)),
             write_images(root / "B", 8, 2, sizes=((size + 30, size + 20),)))
 
 
 def our_trainer(root: Path, size: int, batch: int, overrides: list[str], config_path=None):
-    from cyclestyle.config import load_config
-    from cyclestyle.train import Trainer
+    from cyclestyle.train.config import load_config
+    from cyclestyle.train.trainer import Trainer
 
     dirs = write_dataset(root, size)
     config = load_config(config_path, [
@@ -127,8 +126,8 @@ def fixed_batches(dataset, batch: int, count: int, offset: int = 0) -> list[list
 
 def plain_dataset(root: Path, size: int):
     """The images our trainer would see, without building a trainer."""
-    from cyclestyle.config import DataConfig
-    from cyclestyle.data import UnpairedDataset, find_images
+    from cyclestyle.train.config import DataConfig
+    from cyclestyle.train.data import UnpairedDataset, find_images
 
     dirs, dc = write_dataset(root, size), DataConfig(image_size=size)
     return UnpairedDataset(find_images(dirs[0]), find_images(dirs[1]), size,

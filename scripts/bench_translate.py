@@ -56,7 +56,7 @@ QUICK = {"sizes": [(64, 8, 1)], "memory_image": (400, 300), "tile": 128, "model"
 
 
 def model_config(model: str, attention: bool = True):
-    from cyclestyle.config import load_config
+    from cyclestyle.train.config import load_config
 
     path = MODELS[model]
     config = load_config(REPO / path if path else None)

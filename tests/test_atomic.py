@@ -15,8 +15,8 @@ from PIL import Image
 from cyclestyle import atomic
 from cyclestyle import checkpoint as ckpt
 from cyclestyle.metrics.report import write_json
-from cyclestyle.samples import save_image_atomic
-from cyclestyle.translate_writer import save_atomic
+from cyclestyle.imageio import save_image_atomic
+from cyclestyle.translate.writer import save_atomic
 
 
 def current_umask() -> int:

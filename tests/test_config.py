@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cyclestyle.config import (
+from cyclestyle.train.config import (
     ConfigError,
     ExperimentConfig,
     apply_overrides,
@@ -17,7 +17,7 @@ from cyclestyle.config import (
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED_KEYS = ["output_dir", "data.domain_a", "data.domain_b", "data.image_size",
-                 "train.max_steps", "train.checkpoint_every", "train.mixed_precision",
+                 "train.max_steps", "train.checkpoint_every", "train.precision",
                  "model.generator", "model.discriminator"]
 
 
@@ -57,17 +57,18 @@ def test_unknown_key_lists_valid_ones(tmp_path):
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ("train.max_steps=ten", r"train\.max_steps: expected an integer"),
-    ("train.max_steps=2.5", r"train\.max_steps: expected an integer"),
-    ("data.flip=maybe", r"data\.flip: expected true/false"),
-    ("train.betas=0.5", r"train\.betas: expected a list"),
-    ("train.max_steps=0", r"train\.max_steps: invalid value 0"),
-    ("data.image_size=-4", r"data\.image_size: invalid value -4"),
-    ("train.mixed_precision=fp8", r"train\.mixed_precision.*no / bf16 / fp16"),
-    ("model.generator=unet", r"model\.generator: unknown generator 'unet'; valid:.*unet_attn"),
-    ("model.generator_args={widht: 3}", r"model\.generator_args: widht not accepted"),
+    ("train.max_steps=ten", r"train\.max_steps: 'ten' is invalid: not an integer"),
+    ("train.max_steps=2.5", r"train\.max_steps: 2\.5 is invalid: not an integer"),
+    ("data.flip=maybe", r"data\.flip: 'maybe' is invalid: not a boolean; expected true or false"),
+    ("train.betas=0.5", r"train\.betas: 0\.5 is invalid: not a list"),
+    ("train.max_steps=0", r"train\.max_steps: 0 is invalid: out of range"),
+    ("data.image_size=-4", r"data\.image_size: -4 is invalid"),
+    ("train.precision=fp8", r"train\.precision: 'fp8' is invalid.*auto / fp32 / bf16 / fp16"),
+    ("model.generator=unet", r"model\.generator: 'unet' is invalid: not a registered generator; "
+     r"valid:.*unet_attn"),
+    ("model.generator_args={widht: 3}", r"model\.generator_args: widht is invalid: not accepted"),
     ("loss.gan_mode=wgan", r"gan_mode"),
-    ("nonsense", r"expected key=value"),
+    ("nonsense", r"not of the form key=value"),
 ])
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -81,11 +82,17 @@ def test_overrides_parse_yaml_values():
 
 def test_unquoted_yaml_no_means_the_string_no(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("train: {mixed_precision: no}\n")
-    assert load_config(path).train.mixed_precision == "no"
-    assert load_config(None, ["train.mixed_precision=no"]).train.mixed_precision == "no"
-    with pytest.raises(ConfigError, match="train.mixed_precision.*'yes'"):
-        load_config(None, ["train.mixed_precision=yes"])
+    path.write_text("train: {project: no}\n")
+    assert load_config(path).train.project == "no"
+    assert load_config(None, ["train.project=no"]).train.project == "no"
+    with pytest.raises(ConfigError, match="train.tracker: 'yes' is invalid"):
+        load_config(None, ["train.tracker=yes"])
+
+
+def test_configs_of_cyclestyle_0_1_read_mixed_precision_as_precision():
+    assert from_dict({"train": {"mixed_precision": "no"}}).train.precision == "fp32"
+    assert from_dict({"train": {"mixed_precision": False}}).train.precision == "fp32"
+    assert from_dict({"train": {"mixed_precision": "bf16"}}).train.precision == "bf16"
 
 
 def test_int_accepted_for_float_and_kept_as_float():
@@ -95,7 +102,7 @@ def test_int_accepted_for_float_and_kept_as_float():
 
 def test_exponent_without_dot_is_a_float():
     assert load_config(None, ["train.lr=1e-4"]).train.lr == 1e-4  # YAML 1.1 says "string"
-    with pytest.raises(ConfigError, match=r"train\.lr: expected a number, got 'fast'"):
+    with pytest.raises(ConfigError, match=r"train\.lr: 'fast' is invalid: not a number"):
         load_config(None, ["train.lr=fast"])
 
 

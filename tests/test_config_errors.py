@@ -10,19 +10,20 @@ from pathlib import Path
 
 import pytest
 
-import cyclestyle.train
+import cyclestyle.train.trainer
 from cyclestyle.cli import main
+from tests.helpers import TINY as TINY_PATH
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = str(REPO / "configs" / "tiny.yaml")
+TINY = str(TINY_PATH)  # for command lines
 
 # (extra arguments, expected message). {a} {b}: good image folders; {tmp}: a scratch folder with
 # {tmp}/empty (a folder without images) and {tmp}/corrupt.pt (a truncated checkpoint).
 CASES = {
     "negative image size": (["--set", "data.image_size=-4"],
-                            r"data\.image_size: invalid value -4; expected an integer >= 8"),
+                            r"data\.image_size: -4 is invalid: out of range; expected an integer >= 8"),
     "load size below crop": (["--set", "data.load_size=16"],
-                             r"data\.load_size: invalid value 16; expected 0 \(automatic\) or >= "
+                             r"data\.load_size: 16 is invalid: out of range; expected 0 \(automatic\) or >= "
                              r"data\.image_size \(32\)"),
     "image size too small for the discriminator": (
         ["--set", "data.image_size=16", "--set", "model.discriminator_args.n_layers=3"],
@@ -33,23 +34,33 @@ CASES = {
          "model.discriminator_args.num_scales=2"],
         r"data\.image_size: 32 is too small.*num_scales=2.*expected an integer >= 47"),
     "negative bomb limit": (["--set", "data.max_image_pixels=-1"],
-                            r"data\.max_image_pixels: invalid value -1; expected an integer >= 0"),
+                            r"data\.max_image_pixels: -1 is invalid: .*; expected an integer >= 0"),
     "zero batch": (["--set", "train.batch_size=0"],
-                   r"train\.batch_size: invalid value 0; expected an integer >= 1"),
-    "zero steps": (["--set", "train.max_steps=0"], r"train\.max_steps: invalid value 0"),
+                   r"train\.batch_size: 0 is invalid: out of range; expected an integer >= 1"),
+    "zero steps": (["--set", "train.max_steps=0"], r"train\.max_steps: 0 is invalid"),
     "negative learning rate": (["--set", "train.lr=-0.1"],
-                               r"train\.lr: invalid value -0\.1; expected a positive float"),
+                               r"train\.lr: -0\.1 is invalid: out of range; expected a positive finite float"),
     "betas out of range": (["--set", "train.betas=[0.5, 1.5]"],
                            r"train\.betas: .*two floats in \[0, 1\)"),
-    "unknown mixed precision": (["--set", "train.mixed_precision=fp8"],
-                                r"train\.mixed_precision: invalid value 'fp8'; expected no / bf16 / fp16"),
+    "unknown precision": (["--set", "train.precision=fp8"],
+                          r"train\.precision: 'fp8' is invalid: not a known precision; expected "
+                          r"auto / fp32 / bf16 / fp16"),
+    "infinite learning rate": (["--set", "train.lr=inf"], r"train\.lr: inf is invalid"),
+    "infinite decay start": (["--set", "train.decay_start=inf"],
+                             r"train\.decay_start: inf is invalid"),
+    "negative seed": (["--set", "train.seed=-5"],
+                      r"train\.seed: -5 is invalid: out of range; expected an integer >= 0"),
+    "--set value that is not YAML": (["--set", "train.lr=[1,"],
+                                     r"--set train\.lr: '\[1,' is invalid: not valid YAML"),
+    "--set value that is a YAML tag": (["--set", "train.lr=@x"],
+                                       r"--set train\.lr: '@x' is invalid: not valid YAML"),
     "unknown generator": (["--set", "model.generator=unet"],
-                          r"model\.generator: unknown generator 'unet'; valid: .*unet_attn"),
+                          r"model\.generator: 'unet' is invalid: not a registered generator; valid: .*unet_attn"),
     "unknown discriminator": (["--set", "model.discriminator=stylegan"],
-                              r"model\.discriminator: unknown discriminator 'stylegan'; valid: "
+                              r"model\.discriminator: 'stylegan' is invalid: not a registered discriminator; valid: "
                               r".*patchgan"),
     "unknown generator argument": (["--set", "model.generator_args.widht=3"],
-                                   r"model\.generator_args: widht not accepted by 'unet_attn'; "
+                                   r"model\.generator_args: widht is invalid: not accepted by 'unet_attn'; "
                                    r"valid: .*base_channels"),
     "bad generator argument value": (["--set", "model.generator_args.num_res_blocks=0"],
                                      r"model\.generator_args: num_res_blocks=0 .*>= 1"),
@@ -60,11 +71,10 @@ CASES = {
                     r"unknown key\(s\) train\.max_step at train; valid keys: .*train\.max_steps"),
     "unknown section": (["--set", "trian.max_steps=3"], r"unknown key\(s\) trian"),
     "wrong type": (["--set", "train.max_steps=ten"],
-                   r"train\.max_steps: expected an integer, got 'ten'"),
-    "wrong type bool": (["--set", "data.flip=maybe"], r"data\.flip: expected true/false"),
-    # from_dict says "data.:" today; "data:" would read better (config.from_dict's prefix).
-    "section given a value": (["--set", "data=3"], r"data\.?: expected a mapping, got int"),
-    "empty output dir": (["--set", "output_dir="], r"output_dir: invalid value ''"),
+                   r"train\.max_steps: 'ten' is invalid: not an integer; expected an integer"),
+    "wrong type bool": (["--set", "data.flip=maybe"], r"data\.flip: 'maybe' is invalid: not a boolean; expected true or false"),
+    "section given a value": (["--set", "data=3"], r"data: 3 is invalid: a int; expected a mapping"),
+    "empty output dir": (["--set", "output_dir="], r"output_dir: '' is invalid"),
     "eval without held-out folders": (["--set", "eval.every=5"],
                                       r"eval\.domain_a: required when eval\.every > 0"),
     "missing domain folder": (["--set", "data.domain_a={tmp}/nowhere"],
@@ -86,16 +96,18 @@ CASES = {
         r"\(step_00000002\.pt; see the warnings above\)"),
     "resume from a missing file": (["--resume", "{tmp}/missing.pt"],
                                    r"checkpoint not found: .*missing\.pt"),
-    "bad --set syntax": (["--set", "nonsense"], r"--set 'nonsense': expected key=value"),
-    "--set without a key": (["--set", "=3"], r"--set '=3': expected key=value"),
+    "bad --set syntax": (["--set", "nonsense"], r"--set: 'nonsense' is invalid: not of the form key=value"),
+    "--set without a key": (["--set", "=3"], r"--set: '=3' is invalid: not of the form key=value"),
     "--set into a value": (["--set", "data.image_size.x=1"],
-                           r"--set 'data.image_size.x=1': 'image_size' is not a section"),
+                           r"--set: 'data.image_size.x=1' is invalid: 'image_size' is not a section"),
 }
 
 CONFIG_FILE_CASES = {  # (config file content or None for a missing file, expected message)
     "missing config file": (None, r"config file not found: .*nope\.yaml"),
     "invalid YAML": ("train: [unclosed\n", r"nope\.yaml: not valid YAML"),
     "YAML that is not a mapping": ("- a\n- b\n", r"nope\.yaml: expected a mapping of sections"),
+    "config that is a folder": ("FOLDER", r"config: '.*nope\.yaml' is invalid: a folder, not a file"),
+    "unreadable config": ("UNREADABLE", r"config: '.*nope\.yaml' is invalid: cannot be read"),
 }
 
 
@@ -105,8 +117,8 @@ def no_heavy_work(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("heavy work started before the mistake was reported")
 
-    monkeypatch.setattr(cyclestyle.train, "build_networks", forbidden)
-    monkeypatch.setattr(cyclestyle.train, "UnpairedDataset", forbidden)
+    monkeypatch.setattr(cyclestyle.train.trainer, "build_networks", forbidden)
+    monkeypatch.setattr(cyclestyle.train.trainer, "UnpairedDataset", forbidden)
     monkeypatch.delenv("CYCLESTYLE_DEBUG", raising=False)
 
 
@@ -137,6 +149,7 @@ def test_train_mistake_is_named_before_any_work(extra, message, image_dirs, scra
     code, err = run_train(argv, capsys)
     assert code == 2, err
     assert err.startswith("cyclestyle train: error: ") and "Traceback" not in err
+    assert err.count("\n") == 1, err  # one line
     assert re.search(message, err), err
 
 
@@ -145,17 +158,21 @@ def test_train_mistake_is_named_before_any_work(extra, message, image_dirs, scra
 def test_config_file_mistake_is_named(content, message, image_dirs, tmp_path, capsys,
                                       no_heavy_work):
     path = tmp_path / "nope.yaml"
-    if content is not None:
+    if content == "FOLDER":
+        path.mkdir()
+    elif content == "UNREADABLE":
+        path.write_bytes(b"train: {max_steps: \xff\xfe}\n")  # not UTF-8 (root reads any mode)
+    elif content is not None:
         path.write_text(content)
     code, err = run_train(["train", str(path), "--set", f"data.domain_a={image_dirs[0]}"], capsys)
-    assert code == 2 and "Traceback" not in err
+    assert code == 2 and "Traceback" not in err and err.count("\n") == 1, err
     assert re.search(message, err), err
 
 
 def test_the_base_command_line_passes_every_check(image_dirs, tmp_path, capsys, monkeypatch):
     """The control: without the mistake, the same command gets as far as training."""
     started = []
-    monkeypatch.setattr(cyclestyle.train, "train", lambda config, resume: started.append(config))
+    monkeypatch.setattr(cyclestyle.train.trainer, "train", lambda config, resume: started.append(config))
     argv = ["train", TINY, "--set", f"data.domain_a={image_dirs[0]}", "--set",
             f"data.domain_b={image_dirs[1]}", "--set", f"output_dir={tmp_path / 'run'}"]
     assert main(argv) == 0, capsys.readouterr().err

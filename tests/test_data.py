@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cyclestyle.data import (
+from cyclestyle.train.data import (
     IMAGE_EXTENSIONS,
     ImageLoadError,
     StepSampler,

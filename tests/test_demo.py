@@ -7,17 +7,21 @@ from pathlib import Path
 
 import numpy as np
 
-from cyclestyle import demo
-from cyclestyle.config import from_dict, load_config
+from cyclestyle.train import demo
+from cyclestyle.train.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_configs_demo_yaml_matches_the_demo():
+def test_the_demo_trains_configs_demo_yaml(tmp_path):
+    """The demo keeps no copy of its config: it reads configs/demo.yaml from the package."""
+    assert demo.shipped_config_path("demo.yaml").read_bytes() == (
+        REPO / "configs" / "demo.yaml").read_bytes()
     shipped = load_config(REPO / "configs" / "demo.yaml")
-    embedded = from_dict(demo.DEMO_CONFIG)
-    shipped.output_dir = embedded.output_dir
-    assert shipped == embedded
+    dirs = {"trainA": tmp_path / "a", "trainB": tmp_path / "b"}
+    used = demo.demo_config(tmp_path, dirs, [])
+    assert (used.model, used.loss, used.train) == (shipped.model, shipped.loss, shipped.train)
+    assert used.data.domain_a == str(dirs["trainA"]) and used.output_dir == str(tmp_path / "run")
 
 
 def test_cartoonize_posterises_brightens_and_saturates():

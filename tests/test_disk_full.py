@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 
 from cyclestyle import checkpoint as ckpt
-from cyclestyle.config import ExperimentConfig
-from cyclestyle.samples import save_image_atomic
+from cyclestyle.train.config import ExperimentConfig
+from cyclestyle.imageio import save_image_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -126,9 +126,9 @@ def test_sample_grid_on_a_full_disk(tmp_path, full_disk):
 def _translate_writer():
     """The translate command's atomic image writer (moving from batch_translate.py)."""
     try:
-        from cyclestyle.translate_writer import save_atomic
+        from cyclestyle.translate.writer import save_atomic
     except ImportError:
-        from cyclestyle.batch_translate import _save_atomic as save_atomic
+        from cyclestyle.translate.runner import _save_atomic as save_atomic
     return save_atomic
 
 

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from cyclestyle import export
+from cyclestyle.translate import export
 from cyclestyle.checkpoint import build_generators, plain_state_dict, save_checkpoint
 from cyclestyle.cli import main
-from cyclestyle.config import load_config
+from cyclestyle.train.config import load_config
 from cyclestyle.models import list_generators
 
 REPO = Path(__file__).resolve().parents[1]

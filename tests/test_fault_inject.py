@@ -66,7 +66,7 @@ def test_sigint_checkpoints_and_exits_like_sigterm(image_dirs, tmp_path):
 # ---- what a kill during a checkpoint write leaves behind, unit by unit --------------------
 
 def _state(value: float) -> dict:
-    from cyclestyle.config import ExperimentConfig
+    from cyclestyle.train.config import ExperimentConfig
 
     return {"config": ExperimentConfig().to_dict(), "models": {"w": torch.full((3,), value)}}
 
@@ -96,7 +96,7 @@ def test_rotation_never_deletes_the_checkpoint_just_written(tmp_path):
 
 
 def test_resume_refuses_when_no_checkpoint_loads(tmp_path):
-    from cyclestyle.config import ModelConfig
+    from cyclestyle.train.config import ModelConfig
 
     ckpt.checkpoint_dir(tmp_path).mkdir(parents=True)
     ckpt.checkpoint_path(tmp_path, 4).write_bytes(b"truncated")

@@ -21,8 +21,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cyclestyle.config import ConfigError, load_config
-from cyclestyle.data import UnpairedDataset, find_images
+from cyclestyle.train.config import ConfigError, load_config
+from cyclestyle.train.data import UnpairedDataset, find_images
 from cyclestyle.imageio import ImageLoadError, load_image, max_image_pixels, set_max_image_pixels
 
 REPO = Path(__file__).resolve().parents[1]
@@ -275,9 +275,9 @@ def test_train_cli_stops_with_the_file_named(tmp_path, capsys):
 # ---- the translate command ------------------------------------------------------------------
 
 def test_translate_reports_every_bad_file_and_translates_the_rest(tmp_path):
-    from cyclestyle.batch_translate import plan_jobs, translate_files
+    from cyclestyle.translate.runner import plan_jobs, translate_files
     from cyclestyle.models import create_generator
-    from cyclestyle.translate import Translator
+    from cyclestyle.translate.translator import Translator
 
     expected = make_zoo(tmp_path / "zoo")
     torch.manual_seed(0)

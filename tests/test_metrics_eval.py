@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_images
 from torch import nn
 
 from cyclestyle.cli import main
@@ -27,12 +26,9 @@ from cyclestyle.metrics import (
 )
 from cyclestyle.metrics.content import evaluate_content, pair_by_relative_path, ssim_psnr
 from cyclestyle.metrics.features import file_sha256
-from cyclestyle.metrics.style import (
-    SetStyleStats,
-    evaluate_style,
-    gram_matrix,
-    style_distance,
-)
+from cyclestyle.metrics.style import SetStyleStats, evaluate_style, style_distance
+from cyclestyle.models.vgg import gram_matrix
+from tests.helpers import write_images
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -132,10 +128,14 @@ def test_content_of_identity_translation_is_perfect(image_dirs):
 
 # --- style ---------------------------------------------------------------------------------------
 
-def test_gram_matrix_uses_gatys_normalisation():
+def test_style_stats_accumulate_the_shared_gram_in_float64():
     features = torch.ones(1, 2, 3, 4) * torch.tensor([1.0, 2.0]).view(1, 2, 1, 1)
+    stats = SetStyleStats(("x",))
+    stats.add({"x": features})
     # F F^T = 12 * [[1, 2], [2, 4]], divided by C*H*W = 24
-    assert torch.allclose(gram_matrix(features)[0], torch.tensor([[1, 2], [2, 4]]).double() / 2)
+    expected = torch.tensor([[1, 2], [2, 4]], dtype=torch.float64) / 2
+    assert stats.gram["x"].total.dtype == torch.float64
+    assert torch.equal(stats.gram["x"].total.view(2, 2), expected)
 
 
 def test_style_distance_is_the_mean_over_all_pairs():
@@ -145,7 +145,7 @@ def test_style_distance_is_the_mean_over_all_pairs():
     a.add({"x": fa})
     b.add({"x": fb})
     d = style_distance(a, b)
-    ga, gb = gram_matrix(fa), gram_matrix(fb)
+    ga, gb = gram_matrix(fa.double()), gram_matrix(fb.double())
     brute = np.mean([float((ga[i] - gb[j]).square().sum()) for i in range(3) for j in range(4)])
     assert d["gram"]["x"] == pytest.approx(brute, rel=1e-9)
     fa, fb = fa.double().flatten(2), fb.double().flatten(2)
@@ -189,7 +189,9 @@ def test_evaluate_command_writes_json_report_and_table(image_dirs, tiny_torchscr
     fid, kid = results["metrics"]["fid"], results["metrics"]["kid"]
     assert fid["n_real"] == 4 and fid["n_fake"] == 5 and fid["resize"] == "pil_bicubic"
     assert fid["extractor"]["sha256"] == file_sha256(tiny_torchscript)
-    assert kid["subset_size"] == 4 and kid["requested_subset_size"] == 1000 and kid["seed"] == 0
+    assert kid["subset_size"] == 2 and kid["requested_subset_size"] == 1000 and kid["seed"] == 0
+    assert kid["mean_x1e3"] == pytest.approx(1e3 * kid["mean"]) and "without replacement" in \
+        kid["std_method"]
     assert results["metrics"]["content"]["ssim"] == pytest.approx(1.0)
     assert results["metrics"]["content"]["psnr"] == "inf"
     assert results["metrics"]["style"]["layers"][-1] == "relu5_1"

@@ -108,6 +108,8 @@ def test_matches_torchmetrics_fid_with_the_same_custom_extractor():
     reference.update(real, real=True)
     reference.update(fake, real=False)
     extractor = module_extractor(net, input_size=32)
+    # The extractor takes 0..255 floats; unrounded, since torchmetrics hands a custom net the
+    # [-1, 1] floats as they are (to_uint8 would quantise them).
     with torch.no_grad():
         ours = fid_from_features(extractor((real + 1) * 127.5), extractor((fake + 1) * 127.5))
     assert ours == pytest.approx(float(reference.compute()), rel=1e-4)
@@ -126,31 +128,67 @@ def brute_force_unbiased_mmd2(x: np.ndarray, y: np.ndarray) -> float:
     return xx + yy - 2 * xy
 
 
-def test_kid_equals_brute_force_unbiased_mmd_when_subset_is_whole_set():
+def replay_kid_subsets(real, fake, subsets: int, size: int, seed: int) -> list[float]:
+    """Brute-force MMD^2 on the subsets the documented sampling draws."""
+    rng = torch.Generator().manual_seed(seed)
+    scores = []
+    for _ in range(subsets):
+        r = real[torch.randperm(len(real), generator=rng)[:size]].numpy()
+        f = fake[torch.randperm(len(fake), generator=rng)[:size]].numpy()
+        scores.append(brute_force_unbiased_mmd2(r, f))
+    return scores
+
+
+def test_kid_is_the_mean_and_std_of_brute_force_mmds_on_the_seeded_subsets():
     g = torch.Generator().manual_seed(4)
-    real = torch.randn(12, 8, generator=g, dtype=torch.float64)
-    fake = torch.randn(12, 8, generator=g, dtype=torch.float64) * 1.3 + 0.4
-    result = kernel_inception_distance(real, fake, subsets=3, subset_size=12)
-    expected = brute_force_unbiased_mmd2(real.numpy(), fake.numpy())
-    assert result.mean == pytest.approx(expected, rel=1e-9)
-    assert result.std == pytest.approx(0.0, abs=1e-12)  # every subset is the whole set
+    real = torch.randn(30, 8, generator=g, dtype=torch.float64)
+    fake = torch.randn(25, 8, generator=g, dtype=torch.float64) * 1.3 + 0.4
+    result = kernel_inception_distance(real, fake, subsets=4, subset_size=12, seed=7)
+    scores = replay_kid_subsets(real, fake, 4, 12, seed=7)
+    assert result.subset_size == result.requested_subset_size == 12
+    assert result.mean == pytest.approx(np.mean(scores), rel=1e-9)
+    assert result.std == pytest.approx(np.std(scores), rel=1e-6)
+    assert result.mean_x1e3 == pytest.approx(1e3 * result.mean)
+    assert result.std_method.startswith("population std of the unbiased MMD^2 over 4 random")
 
 
-def test_kid_subsets_are_mean_of_brute_force_mmds_on_the_seeded_subsets():
+def test_kid_of_sets_smaller_than_the_subset_uses_half_the_smaller_set():
+    """A subset as large as the set is the whole set every time: std exactly 0, meaningless.
+    Half the smaller set (15 and 11 images -> 5) makes the subsets differ."""
     g = torch.Generator().manual_seed(5)
     real = torch.randn(15, 6, generator=g, dtype=torch.float64)
     fake = torch.randn(11, 6, generator=g, dtype=torch.float64) + 0.5
-    with pytest.warns(UserWarning, match="subset size reduced from 50 to 11"):
+    with pytest.warns(UserWarning, match="subset size reduced from 50 to 5, half the smaller"):
         result = kernel_inception_distance(real, fake, subsets=4, subset_size=50, seed=7)
-    assert result.subset_size == 11
-    rng = torch.Generator().manual_seed(7)  # replay the documented sampling
-    scores = []
-    for _ in range(4):
-        r = real[torch.randperm(15, generator=rng)[:11]].numpy()
-        f = fake[torch.randperm(11, generator=rng)[:11]].numpy()
-        scores.append(brute_force_unbiased_mmd2(r, f))
+    assert result.subset_size == 5 and result.requested_subset_size == 50
+    scores = replay_kid_subsets(real, fake, 4, 5, seed=7)
     assert result.mean == pytest.approx(np.mean(scores), rel=1e-9)
     assert result.std == pytest.approx(np.std(scores), rel=1e-6)
+    assert "half the smaller set (requested 50)" in result.std_method
+
+
+def test_kid_std_at_8_plus_8_images_is_positive_and_says_how_it_was_computed():
+    g = torch.Generator().manual_seed(8)
+    real = torch.randn(8, 16, generator=g, dtype=torch.float64)
+    fake = torch.randn(8, 16, generator=g, dtype=torch.float64) + 0.3
+    with pytest.warns(UserWarning, match="reduced from 1000 to 4"):
+        result = kernel_inception_distance(real, fake)
+    assert result.subset_size == 4 and result.std > 0
+    assert "100 random subsets of 4 images per set, each drawn without replacement" in \
+        result.std_method
+    # The subset average is an unbiased estimate of the full-set MMD^2 it scatters around.
+    full = brute_force_unbiased_mmd2(real.numpy(), fake.numpy())
+    assert abs(result.mean - full) < 3 * result.std / 10  # 100 subsets: sd of the mean ~ std/10
+
+
+def test_kid_without_distinct_subsets_reports_nan_std_with_the_reason():
+    g = torch.Generator().manual_seed(9)
+    real, fake = torch.randn(2, 4, generator=g), torch.randn(5, 4, generator=g)
+    with pytest.warns(UserWarning):
+        two = kernel_inception_distance(real, fake, subsets=5)
+    assert math.isnan(two.std) and two.std_method.startswith("none: 2 images")
+    one = kernel_inception_distance(fake, fake, subsets=1, subset_size=3)
+    assert math.isnan(one.std) and one.std_method == "none: one subset (nan)"
 
 
 def test_kid_is_reproducible_by_seed():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from cyclestyle.pool import ImagePool
+from cyclestyle.train.pool import ImagePool
 
 
 def _batches(n: int) -> list[torch.Tensor]:

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from cyclestyle.config import load_config
-from cyclestyle.train import Trainer
+from cyclestyle.train.config import load_config
+from cyclestyle.train.trainer import Trainer
+from tests.helpers import TINY
 
-TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 STEPS = 30
 
 
@@ -50,15 +50,15 @@ def output_change_after_training(image_dirs, output_dir, *overrides, steps: int 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, dict]:
-    from conftest import write_images
+    from tests.helpers import write_images
 
     root = tmp_path_factory.mktemp("precision")
     dirs = write_images(root / "A", 6, seed=1), write_images(root / "B", 6, seed=2)
     return {
-        "fp32": output_change_after_training(dirs, root / "fp32", "train.mixed_precision=no"),
-        "bf16": output_change_after_training(dirs, root / "bf16", "train.mixed_precision=bf16"),
+        "fp32": output_change_after_training(dirs, root / "fp32", "train.precision=fp32"),
+        "bf16": output_change_after_training(dirs, root / "bf16", "train.precision=bf16"),
         # The same measurement with a learning rate too small to move anything: the floor.
-        "frozen": output_change_after_training(dirs, root / "frozen", "train.mixed_precision=bf16",
+        "frozen": output_change_after_training(dirs, root / "frozen", "train.precision=bf16",
                                                "train.lr=1e-30", steps=5),
     }
 

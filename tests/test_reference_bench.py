@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cyclestyle.config import load_config
+from cyclestyle.train.config import load_config
 from cyclestyle.models import create_discriminator, create_generator
-from cyclestyle.train import build_networks
+from cyclestyle.train.trainer import build_networks
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 REFERENCE_GENERATOR_PARAMS = 11_378_179  # ResNet-9, ngf 64, as printed by the reference repo

@@ -15,16 +15,12 @@ import pytest
 import torch
 
 from cyclestyle import checkpoint as ckpt
-from cyclestyle.config import load_config
-from cyclestyle.train import Trainer, lr_factor
+from cyclestyle.train.config import load_config
+from cyclestyle.train.trainer import Trainer, lr_factor
+from tests.helpers import TINY, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "configs" / "tiny.yaml"
 
-
-def tiny_config(dirs, output_dir, *overrides):
-    return load_config(TINY, [f"data.domain_a={dirs[0]}", f"data.domain_b={dirs[1]}",
-                              f"output_dir={output_dir}", "train.progress=false", *overrides])
 
 
 def final_params(output_dir) -> dict[str, torch.Tensor]:
@@ -53,7 +49,7 @@ def test_two_step_smoke_writes_run_files(image_dirs, tmp_path):
     assert all(r["g_total"] > 0 and r["d_a"] > 0 for r in rows)
     assert (out / "samples" / "step_00000002.png").is_file()
     g_ab, _, rebuilt = ckpt.load_generators(path)  # a checkpoint rebuilds its own generators
-    assert rebuilt == config
+    assert rebuilt == config.to_dict()
     assert g_ab(torch.zeros(1, 3, 33, 45)).shape == (1, 3, 33, 45)
 
 
@@ -213,7 +209,7 @@ def test_real_photos_and_paintings_with_real_vgg(shared_photo_dir, shared_painti
     assert all(0 < r["perceptual"] < 1e3 and 0 < r["content"] < 1e3 for r in rows)
     g_ab, _, _ = ckpt.load_generators(out)
     photo = next(shared_photo_dir.iterdir())
-    from cyclestyle.data import load_image, pil_to_tensor
+    from cyclestyle.train.data import load_image, pil_to_tensor
 
     image = pil_to_tensor(load_image(photo)).unsqueeze(0)[..., :101, :77]
     with torch.no_grad():

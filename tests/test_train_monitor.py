@@ -11,9 +11,9 @@ from torch import nn
 
 from cyclestyle import checkpoint as ckpt
 from cyclestyle.cli import main
-from cyclestyle.config import ConfigError
-from cyclestyle.monitor import NonFiniteLossError
-from cyclestyle.train import Trainer
+from cyclestyle.train.config import ConfigError
+from cyclestyle.train.monitor import NonFiniteLossError
+from cyclestyle.train.trainer import Trainer
 
 
 def poison_generator_loss(trainer: Trainer, bad_steps: set[int], part: str = "cycle") -> None:

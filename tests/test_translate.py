@@ -16,12 +16,12 @@ import pytest
 import torch
 from PIL import Image
 
-from cyclestyle.batch_translate import plan_jobs, translate_files
+from cyclestyle.translate.runner import plan_jobs, translate_files
 from cyclestyle.cli import main
 from cyclestyle.models import create_generator, list_generators
-from cyclestyle.tiling import blend_window, tile_starts, tiled_apply
-from cyclestyle.translate import Translator, to_fast_cpu_layout
-from cyclestyle.translate_cli import retain_freed_memory
+from cyclestyle.translate.tiling import blend_window, tile_starts, tiled_apply
+from cyclestyle.translate.translator import Translator, to_fast_cpu_layout
+from cyclestyle.runtime import retain_freed_memory
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,10 +29,10 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A tiny unet_attn CycleGAN trained for 2 steps (about 2 s)."""
-    from conftest import write_images
+    from tests.helpers import write_images
 
-    from cyclestyle.config import load_config
-    from cyclestyle.train import Trainer
+    from cyclestyle.train.config import load_config
+    from cyclestyle.train.trainer import Trainer
 
     root = tmp_path_factory.mktemp("ckpt")
     a, b = write_images(root / "A", 3, seed=1), write_images(root / "B", 3, seed=2)

@@ -11,7 +11,7 @@ import torch
 from PIL import Image, ImageFilter
 from torch import nn
 
-from cyclestyle.vgg import VGGFeatures, vgg_layer_names
+from cyclestyle.models.vgg import VGGFeatures, vgg_layer_names
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)

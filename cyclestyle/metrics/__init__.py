@@ -2,26 +2,33 @@
 
 `evaluate()` runs them all for one translated set (the `cyclestyle evaluate` command);
 `TrainingFID` scores a generator on a held-out set during training.
+
+Exports load on first use, so `cyclestyle.metrics.options` and `.resize` (torch-free) can be
+imported by `--help` and configs without importing torch.
 """
 
-from cyclestyle.metrics.evaluation import METRICS, EvaluateOptions, evaluate
-from cyclestyle.metrics.features import (
-    RESIZE_MODES,
-    FeatureCache,
-    FeatureExtractor,
-    extract_features,
-    features_of_tensors,
-    load_inception,
-    module_extractor,
-    torchscript_inception,
-)
-from cyclestyle.metrics.fid import (
-    fid_from_features,
-    frechet_distance,
-    kernel_inception_distance,
-    trace_sqrt_product,
-)
-from cyclestyle.metrics.training import TrainingFID
+from cyclestyle._lazy import lazy_exports
+
+_FEATURES = "cyclestyle.metrics.features"
+_FID = "cyclestyle.metrics.fid"
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "METRICS": "cyclestyle.metrics.options",
+    "EvaluateOptions": "cyclestyle.metrics.options",
+    "evaluate": "cyclestyle.metrics.evaluation",
+    "RESIZE_MODES": "cyclestyle.metrics.resize",
+    "FeatureCache": _FEATURES,
+    "FeatureExtractor": _FEATURES,
+    "extract_features": _FEATURES,
+    "features_of_tensors": _FEATURES,
+    "load_inception": _FEATURES,
+    "module_extractor": _FEATURES,
+    "torchscript_inception": _FEATURES,
+    "fid_from_features": _FID,
+    "frechet_distance": _FID,
+    "kernel_inception_distance": _FID,
+    "trace_sqrt_product": _FID,
+    "TrainingFID": "cyclestyle.metrics.training",
+})
 
 __all__ = [
     "METRICS", "RESIZE_MODES", "EvaluateOptions", "FeatureCache", "FeatureExtractor",

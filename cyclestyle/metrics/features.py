@@ -29,7 +29,9 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from cyclestyle.imageio import find_images, load_image
+from cyclestyle.atomic import atomic_torch_save
+from cyclestyle.imageio import find_images, from_uint8, load_image, to_uint8
+from cyclestyle.metrics.resize import RESIZE_MODES
 
 __all__ = [
     "RESIZE_MODES", "FeatureExtractor", "FeatureCache", "resize_to", "load_inception",
@@ -39,14 +41,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-RESIZE_MODES = {
-    "pil_bicubic": "PIL bicubic with antialiasing, per channel in float32 (no re-quantisation)",
-    "tf1_bilinear": "TensorFlow 1 ResizeBilinear (align_corners=False, no half-pixel centres, "
-                    "no antialiasing), as in the original TF FID code",
-}
-_CACHE_FORMAT = 1
-# Decoded images larger than this are refused (decompression bombs); 100 MP covers real photos.
-_MAX_PIXELS = 100_000_000
+# 2: entries record each file's hash, and are checked against the images they are loaded for.
+_CACHE_FORMAT = 2
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -98,7 +94,7 @@ class FeatureExtractor(nn.Module):
         if self.input_range == "uint8":
             x = pixels.round().clamp(0, 255).to(torch.uint8)
         else:
-            x = pixels / 127.5 - 1
+            x = from_uint8(pixels)  # float 0..255 (resized) -> [-1, 1]
         features = self.module(x)
         if isinstance(features, (tuple, list)):
             features = features[0]
@@ -234,30 +230,32 @@ def extract_features(images: str | os.PathLike | Sequence[str | os.PathLike],
     """(N, D) float64 features of a folder (recursive, sorted) or a list of image files.
 
     With a `cache`, features are looked up by (file contents, extractor sha256, resize mode)
-    first and stored after computing.
+    first, used only if the entry matches these images (see FeatureCache), and stored after
+    computing.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if resize not in RESIZE_MODES:
         raise ValueError(f"unknown resize mode {resize!r}; valid: {sorted(RESIZE_MODES)}")
     paths = _image_paths(images)
-    key = cache.key(paths, extractor, resize) if cache is not None else None
-    if key is not None:
-        cached = cache.load(key)
+    key = hashes = None
+    if cache is not None:
+        hashes = cache.hashes(paths)
+        key = cache.key(hashes, extractor, resize)
+        cached = cache.load(key, hashes, extractor, resize)
         if cached is not None:
             log.info("features of %d images from cache %s", len(paths), cache.path(key))
             return cached
 
     def prepare(path: Path) -> Tensor:
-        pixels = np.asarray(load_image(path, max_pixels=_MAX_PIXELS), dtype=np.uint8)
+        pixels = np.asarray(load_image(path), dtype=np.uint8)  # the process-wide pixel limit
         return resize_to(pixels, extractor.input_size, resize)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         features = _batched_features(pool.map(prepare, paths), len(paths), extractor,
                                      batch_size, device)
-    if key is not None:
-        cache.store(key, features, {"count": len(paths), "extractor": extractor.describe(),
-                                    "resize": resize})
+    if cache is not None:
+        cache.store(key, features, hashes, extractor, resize)
     return features
 
 
@@ -265,8 +263,6 @@ def features_of_tensors(images: Tensor, extractor: FeatureExtractor, resize: str
                         batch_size: int = 32, device: str | torch.device = "cpu") -> Tensor:
     """Features of (N, 3, H, W) images in [-1, 1] (e.g. generator outputs), quantised to 8 bits
     exactly as saving them as PNG would, then resized like files."""
-    from cyclestyle.samples import to_uint8
-
     pixels = to_uint8(images.detach().cpu()).numpy()
     return _batched_features((resize_to(p, extractor.input_size, resize) for p in pixels),
                              len(pixels), extractor, batch_size, device)
@@ -286,6 +282,10 @@ class FeatureCache:
 
     The key hashes every file's bytes (in the set's sorted order), so renaming a file keeps the
     entry, editing one pixel invalidates it, and a different extractor or resize never collides.
+    An entry is trusted only when it matches the images it is loaded for: one row per image,
+    the same per-file hashes in the same order, the extractor's sha256 and feature size and the
+    resize mode; anything else (a damaged, copied or older-format file) is recomputed. The cache
+    is only a shortcut: an entry that cannot be written is a warning, not an error.
     """
 
     def __init__(self, folder: str | os.PathLike | None = None,
@@ -293,29 +293,61 @@ class FeatureCache:
         self.folder = Path(folder) if folder is not None else default_cache_dir()
         self._hasher = hasher
 
-    def key(self, paths: Sequence[Path], extractor: FeatureExtractor, resize: str) -> str:
+    def hashes(self, paths: Sequence[Path]) -> list[str]:
+        return [self._hasher(path) for path in paths]
+
+    def key(self, hashes: Sequence[str], extractor: FeatureExtractor, resize: str) -> str:
         digest = hashlib.sha256(json.dumps(
             {"format": _CACHE_FORMAT, "extractor": extractor.sha256, "resize": resize,
              "input_size": extractor.input_size}, sort_keys=True).encode())
-        for path in paths:
-            digest.update(self._hasher(path).encode())
+        for file_hash in hashes:
+            digest.update(file_hash.encode())
         return digest.hexdigest()
 
     def path(self, key: str) -> Path:
         return self.folder / f"{key}.pt"
 
-    def load(self, key: str) -> Tensor | None:
+    def load(self, key: str, hashes: Sequence[str], extractor: FeatureExtractor,
+             resize: str) -> Tensor | None:
+        """The entry's (N, D) features if it matches these images, else None (recompute)."""
         path = self.path(key)
         if not path.is_file():
             return None
         try:
             entry = torch.load(path, map_location="cpu", weights_only=True)
-            return entry["features"].double()
+            features, info = entry["features"].double(), json.loads(entry["info"])
         except Exception as err:  # a damaged entry is recomputed, not fatal
             log.warning("ignoring unreadable feature cache entry %s: %s", path, err)
             return None
+        problem = _entry_problem(features, info, hashes, extractor, resize)
+        if problem:
+            log.warning("ignoring feature cache entry %s: %s; recomputing", path, problem)
+            return None
+        return features
 
-    def store(self, key: str, features: Tensor, info: dict) -> None:
-        from cyclestyle.checkpoint import atomic_torch_save
+    def store(self, key: str, features: Tensor, hashes: Sequence[str],
+              extractor: FeatureExtractor, resize: str) -> None:
+        info = {"format": _CACHE_FORMAT, "count": len(hashes), "file_sha256": list(hashes),
+                "extractor": extractor.describe(), "resize": resize}
+        try:
+            atomic_torch_save({"features": features.cpu(), "info": json.dumps(info)},
+                              self.path(key))
+        except OSError as err:
+            log.warning("feature cache: not stored (%s); the features are still used", err)
 
-        atomic_torch_save({"features": features.cpu(), "info": json.dumps(info)}, self.path(key))
+
+def _entry_problem(features: Tensor, info: dict, hashes: Sequence[str],
+                   extractor: FeatureExtractor, resize: str) -> str | None:
+    """Why a cache entry does not describe these images (None: it does)."""
+    if info.get("format") != _CACHE_FORMAT:
+        return f"format {info.get('format')!r}, not {_CACHE_FORMAT}"
+    if features.ndim != 2 or features.shape[0] != len(hashes):
+        return f"{tuple(features.shape)} features for {len(hashes)} images"
+    if info.get("file_sha256") != list(hashes):
+        return "its per-file hashes differ from these images'"
+    if features.shape[1] != extractor.num_features:
+        return f"{features.shape[1]}-d features, the extractor gives {extractor.num_features}"
+    described = info.get("extractor", {})
+    if described.get("sha256") != extractor.sha256 or info.get("resize") != resize:
+        return "made by another extractor or resize mode"
+    return None

@@ -9,8 +9,9 @@ images gives r = n - 1 and an r x r eigenproblem (120 images, 2048-d: 0.36 s and
 an eigh square root took 2.3 s and was 1e-7 off; scripts/bench_metrics.py).
 
 KID is the unbiased MMD^2 with the polynomial kernel k(x, y) = (x.y / d + 1)^3 (torchmetrics'
-`poly_mmd`), averaged over random subsets drawn with a seeded generator; the subset size shrinks
-to the smaller set when a set has fewer images than requested (with a warning).
+`poly_mmd`), averaged over random subsets drawn with a seeded generator, each without
+replacement. Its std is the spread over those subsets; see `kernel_inception_distance` for what
+happens when a set is not larger than the requested subset size.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from torch import Tensor
 from torchmetrics.image.kid import poly_mmd
 
 __all__ = ["FeatureStats", "feature_stats", "trace_sqrt_product", "frechet_distance",
-           "fid_from_features", "KIDResult", "kernel_inception_distance"]
+           "fid_from_features", "KIDResult", "kid_subset_size", "kernel_inception_distance"]
 
 
 @dataclass(frozen=True)
@@ -116,27 +117,64 @@ def fid_from_features(real: Tensor, fake: Tensor) -> float:
 
 @dataclass(frozen=True)
 class KIDResult:
+    """KID over random subsets; `std_method` says what `std` measures (nan when nothing)."""
+
     mean: float
     std: float
     subsets: int
     subset_size: int
     seed: int
+    requested_subset_size: int = 0
+    std_method: str = ""
+
+    @property
+    def mean_x1e3(self) -> float:
+        """KID x 10^3, the scale papers report."""
+        return self.mean * 1e3
+
+    @property
+    def std_x1e3(self) -> float:
+        return self.std * 1e3
+
+
+def kid_subset_size(requested: int, n_real: int, n_fake: int, subsets: int = 2) -> int:
+    """The subset size KID uses: `requested` when both sets are larger, else half the smaller
+    set (at least 2). A subset as large as a set is that whole set every time, so the spread
+    over subsets (the reported std) would be exactly 0 and mean nothing. One subset has no
+    spread to protect: it is the smaller set itself."""
+    smaller = min(n_real, n_fake)
+    if requested < smaller:
+        return requested
+    return smaller if subsets == 1 else max(2, smaller // 2)
 
 
 def kernel_inception_distance(real: Tensor, fake: Tensor, subsets: int = 100,
                               subset_size: int = 1000, seed: int = 0) -> KIDResult:
-    """KID mean and std over `subsets` random subsets (without replacement within a subset)."""
+    """KID mean and std over `subsets` random subsets of `subset_size` images per set.
+
+    Each subset is drawn without replacement (within the subset) by a generator seeded with
+    `seed`. The mean is the unbiased MMD^2 averaged over subsets: unbiased at any subset size,
+    and as the subsets grow in number it tends to the full-set MMD^2. The std is the population
+    std over subsets, i.e. the sampling spread of a KID computed from `subset_size` images per
+    set. When a set is not larger than `subset_size`, subsets of half the smaller set are used
+    instead (with a warning): then the std is an honest but conservative uncertainty of the
+    full-set value (an estimate from half the images spreads about sqrt(2)-2x more). With one
+    subset (then of the whole smaller set), or 2 images (no two distinct subsets of 2), the std
+    is nan. `std_method` says which.
+    """
     if subsets < 1 or subset_size < 2:
         raise ValueError(f"KID needs subsets >= 1 and subset_size >= 2, got {subsets}, "
                          f"{subset_size}")
     n_real, n_fake = real.shape[0], fake.shape[0]
     if min(n_real, n_fake) < 2:
         raise ValueError(f"KID needs at least 2 images per set, got real {n_real}, fake {n_fake}")
-    size = min(subset_size, n_real, n_fake)
-    if size < subset_size:
-        warnings.warn(f"KID subset size reduced from {subset_size} to {size} (real set has "
-                      f"{n_real} images, fake set {n_fake}); compare KIDs only at equal subset "
-                      "sizes", stacklevel=2)
+    size = kid_subset_size(subset_size, n_real, n_fake, subsets)
+    if size != subset_size:
+        why = ("the smaller set" if subsets == 1 else
+               "half the smaller set, so that subsets differ and the std means something")
+        warnings.warn(f"KID subset size reduced from {subset_size} to {size}, {why} (real set "
+                      f"has {n_real} images, fake set {n_fake}); compare KIDs only at equal "
+                      "subset sizes", stacklevel=2)
     generator = torch.Generator().manual_seed(seed)
     real, fake = real.double(), fake.double()
     scores = []
@@ -145,5 +183,20 @@ def kernel_inception_distance(real: Tensor, fake: Tensor, subsets: int = 100,
         f = fake[torch.randperm(n_fake, generator=generator)[:size]]
         scores.append(poly_mmd(r, f))
     values = torch.stack(scores)
-    std = float(values.std(unbiased=False)) if subsets > 1 else math.nan
-    return KIDResult(float(values.mean()), std, subsets, size, seed)
+    varies = subsets > 1 and size < min(n_real, n_fake)
+    std = float(values.std(unbiased=False)) if varies else math.nan
+    return KIDResult(float(values.mean()), std, subsets, size, seed, subset_size,
+                     _std_method(subsets, size, n_real, n_fake, subset_size))
+
+
+def _std_method(subsets: int, size: int, n_real: int, n_fake: int, requested: int) -> str:
+    if subsets == 1:
+        return "none: one subset (nan)"
+    if size >= min(n_real, n_fake):
+        return "none: 2 images per set allow no distinct subsets (nan)"
+    how = (f"population std of the unbiased MMD^2 over {subsets} random subsets of {size} "
+           "images per set, each drawn without replacement")
+    if size < requested:
+        how += (f"; {size} = half the smaller set (requested {requested}), so this is a "
+                "conservative uncertainty of the full-set KID")
+    return how

@@ -11,9 +11,8 @@ from pathlib import Path
 import torch
 
 from cyclestyle.atomic import atomic_write, write_text_atomic
-from cyclestyle.imageio import find_images, load_image
+from cyclestyle.imageio import find_images, load_image, make_grid_image, save_image_atomic
 from cyclestyle.metrics.style import square_crop
-from cyclestyle.samples import make_grid_image, save_image_atomic
 
 __all__ = ["summary_rows", "format_table", "write_json", "write_report"]
 
@@ -48,8 +47,15 @@ def summary_rows(results: dict) -> list[tuple[str, str, str]]:
                      f"resize {f['resize']}"))
     if "kid" in m:
         k = m["kid"]
-        rows.append(("KID", f"{k['mean']:.5f} ± {k['std']:.5f}",
-                     f"{k['subsets']} subsets of {k['subset_size']}, seed {k['seed']}"))
+        if not math.isfinite(k["std"]):
+            spread = "no std: " + k["std_method"].removeprefix("none: ")
+        elif k["subset_size"] < k["requested_subset_size"]:
+            spread = "± std over subsets of half the smaller set (conservative)"
+        else:
+            spread = "± std over subsets"
+        rows.append(("KID ×10³", f"{k['mean_x1e3']:.3f} ± {k['std_x1e3']:.3f}",
+                     f"{k['subsets']} subsets of {k['subset_size']}, seed {k['seed']}; "
+                     f"{spread}"))
     if "style" in m:
         s = m["style"]
         rows.append(("Style Gram distance", f"{s['gram']['sum']:.4g}",

@@ -2,7 +2,8 @@
 
 Per layer l with features F (C x HW) of one image:
 
-* Gram matrix G = F F^T / (C H W) (Gatys et al.'s normalisation, so image size barely matters);
+* Gram matrix G = F F^T / (C H W) (`models.vgg.gram_matrix`, Gatys et al.'s normalisation, so
+  image size barely matters), in float64;
   gram distance between two images = ||G_a - G_b||_F^2 (sum of squared entries).
 * AdaIN moments: per-channel mean mu and standard deviation sigma over H, W; moment distance =
   mean over channels of (mu_a - mu_b)^2 + (sigma_a - sigma_b)^2 (the MSE of AdaIN's style loss).
@@ -28,20 +29,13 @@ from PIL import Image
 from torch import Tensor
 
 from cyclestyle.imageio import find_images, load_image, pil_to_tensor
-from cyclestyle.vgg import VGGFeatures
+from cyclestyle.models.vgg import VGGFeatures, gram_matrix
 
-__all__ = ["STYLE_LAYERS_PREFIX", "STYLE_LAYERS_FULL", "gram_matrix", "channel_moments",
-           "SetStyleStats", "square_crop", "style_stats", "style_distance", "load_style_vgg", "evaluate_style"]
+__all__ = ["STYLE_LAYERS_PREFIX", "STYLE_LAYERS_FULL", "channel_moments", "SetStyleStats",
+           "square_crop", "style_stats", "style_distance", "load_style_vgg", "evaluate_style"]
 
 STYLE_LAYERS_PREFIX = ("relu1_1", "relu2_1", "relu3_1")  # what the offline prefix weights reach
 STYLE_LAYERS_FULL = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-
-
-def gram_matrix(features: Tensor) -> Tensor:
-    """(N, C, H, W) -> (N, C, C) Gram matrices divided by C*H*W."""
-    n, c, h, w = features.shape
-    flat = features.reshape(n, c, h * w).double()
-    return flat @ flat.transpose(1, 2) / (c * h * w)
 
 
 def channel_moments(features: Tensor) -> Tensor:
@@ -76,7 +70,8 @@ class SetStyleStats:
 
     def add(self, features: dict[str, Tensor]) -> None:
         for layer in self.layers:
-            self.gram.setdefault(layer, _Accumulator()).add(gram_matrix(features[layer]))
+            gram = gram_matrix(features[layer].double())  # the one Gram formula, in float64
+            self.gram.setdefault(layer, _Accumulator()).add(gram)
             self.moments.setdefault(layer, _Accumulator()).add(channel_moments(features[layer]))
 
 

@@ -1,38 +1,32 @@
-"""Networks: generators and discriminators, built by name from a registry.
+"""Networks: generators and discriminators built by name from a registry, VGG features, and
+the factory that builds a whole set of networks from a `ModelConfig`.
 
     from cyclestyle.models import create_generator
     g_ab = create_generator("unet_attn", base_channels=32)
 
-Importing this package registers every model family below.
+Exports load on first use, so importing `cyclestyle.models.factory` (the torch-free config)
+does not import torch; the registry registers every model family before its first lookup.
 """
 
-from cyclestyle.models.layers import channels_last_is_safe
-from cyclestyle.models.patchgan import PatchGANDiscriminator, receptive_field
-from cyclestyle.models.registry import (
-    create_discriminator,
-    create_generator,
-    discriminator_arguments,
-    generator_arguments,
-    list_discriminators,
-    list_generators,
-    register_discriminator,
-    register_generator,
-)
-from cyclestyle.models.resnet import ResnetGenerator
-from cyclestyle.models.unet_attn import UNetAttnGenerator
+from cyclestyle._lazy import lazy_exports
 
-__all__ = [
-    "PatchGANDiscriminator",
-    "ResnetGenerator",
-    "UNetAttnGenerator",
-    "channels_last_is_safe",
-    "create_discriminator",
-    "create_generator",
-    "discriminator_arguments",
-    "generator_arguments",
-    "list_discriminators",
-    "list_generators",
-    "receptive_field",
-    "register_discriminator",
-    "register_generator",
-]
+_REGISTRY = "cyclestyle.models.registry"
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "PatchGANDiscriminator": "cyclestyle.models.patchgan",
+    "ResnetGenerator": "cyclestyle.models.resnet",
+    "UNetAttnGenerator": "cyclestyle.models.unet_attn",
+    "channels_last_is_safe": "cyclestyle.models.layers",
+    "receptive_field": "cyclestyle.models.patchgan",
+    "create_discriminator": _REGISTRY,
+    "create_generator": _REGISTRY,
+    "discriminator_arguments": _REGISTRY,
+    "generator_arguments": _REGISTRY,
+    "list_discriminators": _REGISTRY,
+    "list_generators": _REGISTRY,
+    "register_discriminator": _REGISTRY,
+    "register_generator": _REGISTRY,
+    "ModelConfig": "cyclestyle.models.factory",
+    "Networks": "cyclestyle.models.factory",
+    "build_generators": "cyclestyle.models.factory",
+    "build_networks": "cyclestyle.models.factory",
+})

@@ -59,7 +59,19 @@ def _register(table: dict[str, type[nn.Module]], kind: str, name: str) -> Callab
     return decorator
 
 
+_FAMILIES = ("cyclestyle.models.resnet", "cyclestyle.models.unet_attn", "cyclestyle.models.patchgan")
+
+
+def _ensure_registered() -> None:
+    """Import the built-in model families (each registers itself) before any lookup."""
+    import importlib
+
+    for module in _FAMILIES:
+        importlib.import_module(module)
+
+
 def _lookup(table: dict[str, type[nn.Module]], kind: str, name: str) -> type[nn.Module]:
+    _ensure_registered()
     if name not in table:
         raise KeyError(f"unknown {kind} {name!r}; registered {kind}s: {sorted(table)}")
     return table[name]
@@ -119,10 +131,12 @@ def create_discriminator(name: str, **kwargs: Any) -> nn.Module:
 
 
 def list_generators() -> list[str]:
+    _ensure_registered()
     return sorted(_GENERATORS)
 
 
 def list_discriminators() -> list[str]:
+    _ensure_registered()
     return sorted(_DISCRIMINATORS)
 
 

@@ -7,38 +7,28 @@ over an input), loads images, shows progress and writes images and JSON loss log
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import logging
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
-from tqdm.auto import tqdm
+from cyclestyle.gatys.config import GatysConfig
+from cyclestyle.imageio import IMAGE_EXTENSIONS, find_images
+from cyclestyle.options import add_dataclass_arguments, dataclass_from_args, list_parser
 
-from cyclestyle.atomic import atomic_write
-from cyclestyle.gatys import (
-    OPTIMIZERS,
-    PRECISIONS,
-    GatysConfig,
-    blend_weights,
-    finish,
-    load_vgg,
-    resize_longest,
-    transfer,
-)
-from cyclestyle.imageio import (
-    IMAGE_EXTENSIONS,
-    find_images,
-    load_image,
-    pil_to_tensor,
-    tensor_to_pil,
-)
-from cyclestyle.samples import save_image_atomic
-from cyclestyle.vgg import VGGFeatures
+if TYPE_CHECKING:  # torch, torchvision and tqdm load in run_cli: `--help` stays instant
+    import torch
+    from torch import Tensor
+
+    from cyclestyle.models.vgg import VGGFeatures
 
 __all__ = ["add_parser", "plan_jobs", "run_cli"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -102,15 +92,20 @@ def _refuse_overwriting_inputs(jobs: Sequence[_Job], inputs: Sequence[Path]) -> 
 
 
 def _load(path: Path, device: torch.device) -> Tensor:
+    from cyclestyle.imageio import load_image, pil_to_tensor
+
     return pil_to_tensor(load_image(path))[None].to(device)
 
 
 def _run_job(job: _Job, vgg: VGGFeatures, config: GatysConfig, blend, init, device, bar) -> None:
+    from cyclestyle.gatys.transfer import blend_weights, finish, resize_longest, transfer
+    from cyclestyle.imageio import save_image_atomic, tensor_to_pil
+
     content = _load(job.content, device)
     styles = [_load(p, device) for p in job.styles]
-    log = {"content": str(job.content), "styles": [str(p) for p in job.styles],
-           "style_blend": blend_weights(len(styles), blend), "config": asdict(config),
-           "steps": []}
+    record = {"content": str(job.content), "styles": [str(p) for p in job.styles],
+              "style_blend": blend_weights(len(styles), blend), "config": dataclasses.asdict(config),
+              "steps": []}
     last_stage = len(config.sizes) - 1
     stage_iterations = config.stage_iterations()
 
@@ -120,8 +115,8 @@ def _run_job(job: _Job, vgg: VGGFeatures, config: GatysConfig, blend, init, devi
         if not (end or (config.save_every and iteration % config.save_every == 0)):
             return
         values = {k: float(v) for k, v in parts.items()}
-        log["steps"].append({"stage": stage, "size": config.sizes[stage],
-                             "iteration": iteration, **values})
+        record["steps"].append({"stage": stage, "size": config.sizes[stage],
+                                "iteration": iteration, **values})
         bar.set_postfix(loss=f"{values['total']:.4g}")
         if config.save_every and not (end and stage == last_stage):
             content_now = resize_longest(content, config.sizes[stage])
@@ -131,26 +126,25 @@ def _run_job(job: _Job, vgg: VGGFeatures, config: GatysConfig, blend, init, devi
 
     result = transfer(vgg, content, styles, config, blend, init, callback)
     save_image_atomic(tensor_to_pil(result[0]), job.output)
-    _write_json_atomic(log, job.output.with_suffix(".json"))
+    _write_json_atomic(record, job.output.with_suffix(".json"))
 
 
 def _write_json_atomic(data: dict, path: Path) -> None:
+    from cyclestyle.atomic import atomic_write
+
     with atomic_write(path, "w") as f:
         json.dump(data, f, indent=1)
 
 
-def _csv(kind):
-    def parse(text: str):
-        try:
-            return tuple(kind(x) for x in text.split(",") if x.strip())
-        except ValueError as err:
-            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, "
-                                             f"got {text!r}") from err
-    return parse
+class _OneStage(argparse.Action):
+    """`--size N`: one stage at longest side N, unless --scales is given (before or after)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if getattr(namespace, self.dest) is parser.get_default(self.dest):  # no --scales yet
+            setattr(namespace, self.dest, [values])
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    d = GatysConfig()
     p = subparsers.add_parser(
         "gatys", help="classic optimisation-based neural style (Gatys et al. 2015)",
         description="Optimise an image so its VGG features match the content image's and its "
@@ -162,62 +156,43 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
       "folder (repeatable)")
     a("--style", action="append", required=True, metavar="IMG", help="style image or folder "
       "(repeatable; several files blend into one style)")
-    a("--style-weights", type=_csv(float), metavar="W1,W2", help="blend weights of the style "
-      "files (default: equal)")
+    a("--style-weights", type=list_parser(float, "--style-weights"), metavar="W1,W2",
+      help="blend weights of the style files (default: equal)")
     a("--output", required=True, help="output image (one pair) or folder")
-    a("--size", type=int, default=d.sizes[-1], help="longest side of the output (default: "
-      "%(default)s)")
-    a("--scales", type=_csv(int), metavar="S1,S2,..", help="coarse-to-fine longest sides, e.g. "
-      "256,512,1024; overrides --size")
-    a("--style-scale", type=float, default=d.style_scale, help="style size relative to the "
-      "output (default: %(default)s)")
-    a("--iterations", type=_csv(int), default=d.iterations, metavar="N[,N..]", help="iterations"
-      " (one per scale, or one for all; default: 500)")
-    a("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
-    a("--lbfgs-history", type=int, default=d.lbfgs_history, help="L-BFGS history size")
-    a("--learning-rate", type=float, default=d.learning_rate, help="Adam step size")
-    a("--init", default=d.init, help="content, random, or an image path (default: content)")
-    a("--content-weight", type=float, default=d.content_weight)
-    a("--style-weight", type=float, default=d.style_weight)
-    a("--tv-weight", type=float, default=d.tv_weight)
-    a("--content-layers", type=_csv(str), default=d.content_layers, metavar="L1,..",
-      help="default: " + ",".join(d.content_layers))
-    a("--style-layers", type=_csv(str), default=d.style_layers, metavar="L1,..",
-      help="default: " + ",".join(d.style_layers))
-    a("--original-colors", action="store_true", help="keep the content's colours (transfer "
-      "luminance only)")
-    a("--match-color", action="store_true", help="recolour the style to the content's colour "
-      "mean and covariance first")
     a("--vgg-weights", default="torchvision", help="torchvision, or a VGG19 state dict file "
-      "(torchvision or normalised-VGG layout)")
-    a("--seed", type=int, default=d.seed)
-    a("--save-every", type=int, default=0, metavar="N", help="also log losses and save a "
-      "snapshot every N iterations")
-    a("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
-    a("--precision", choices=PRECISIONS, default=d.precision, help="VGG autocast precision")
+      "(torchvision or normalised-VGG layout) (default: %(default)s)")
+    a("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ... "
+      "(default: %(default)s)")
+    add_dataclass_arguments(p, GatysConfig)
+    # After --scales, whose default _OneStage compares against.
+    a("--size", dest="sizes", type=int, action=_OneStage, default=argparse.SUPPRESS,
+      metavar="N", help="one stage at longest side N: --scales N (--scales wins)")
     p.set_defaults(func=run_cli)
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    config = GatysConfig(
-        content_layers=args.content_layers, style_layers=args.style_layers,
-        content_weight=args.content_weight, style_weight=args.style_weight,
-        tv_weight=args.tv_weight, sizes=args.scales or (args.size,),
-        iterations=args.iterations, style_scale=args.style_scale,
-        original_colors=args.original_colors, match_color=args.match_color,
-        optimizer=args.optimizer, lbfgs_history=args.lbfgs_history,
-        learning_rate=args.learning_rate, init=args.init, seed=args.seed,
-        precision=args.precision, save_every=args.save_every)
-    config.validate()
+    config: GatysConfig = dataclass_from_args(GatysConfig, args)
+    config.validate()  # before torch loads: a bad option fails at once
     init_path = None if args.init in ("content", "random") else Path(args.init)
     if init_path is not None and not init_path.is_file():
         raise FileNotFoundError(f"--init {args.init!r} is neither 'content', 'random' nor an "
                                 "existing image file")
     jobs = plan_jobs(args.content, args.style, args.output, args.style_weights,
                      [init_path] if init_path else [])
+    import torch
+    from tqdm.auto import tqdm
+
+    from cyclestyle.gatys.transfer import blend_weights, load_vgg
+    from cyclestyle.runtime import describe_precision, resolve_precision
+
+    for job in jobs:  # a blend that does not fit fails before the VGG loads
+        blend_weights(len(job.styles), args.style_weights)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else "cpu" if args.device == "auto" else args.device)
-    torch.manual_seed(args.seed)
+    precision, reason = resolve_precision(config.precision, device)
+    log.info("precision: %s", describe_precision(precision, reason))
+    config = dataclasses.replace(config, precision=precision)
+    torch.manual_seed(config.seed)
     vgg = load_vgg(config, args.vgg_weights, device)
     init = _load(init_path, device) if init_path else args.init
     total = len(jobs) * sum(config.stage_iterations())

@@ -12,9 +12,10 @@ with N, H and W dynamic. They differ in which H and W they accept:
   choose their padding with Python arithmetic and a branch, which torch.export specialises to
   the example, and a reflect pad of symbolic size does not export correctly in torch 2.14.
 
-Every export is checked before it is kept: the exported file and PyTorch translate a random
-batch of a size other than the export example (non-square, not a stride multiple) and must agree
-within TOLERANCE, a max absolute difference of 1e-4 on [-1, 1] outputs in float32 (measured on
+Every export is checked before it is kept: PyTorch's own output on a random check batch must
+be finite (a generator with NaN weights is refused before exporting), and the exported file and
+PyTorch translate that batch, of a size other than the export example (batch 2, non-square, not
+a stride multiple), and must agree within TOLERANCE, a max absolute difference of 1e-4 on [-1, 1] outputs in float32 (measured on
 CPU: ONNX Runtime 1e-6 for tiny generators up to 2e-5 for the default unet_attn at 333x517,
 TorchScript exactly 0). An existing file is never replaced unless asked (`--overwrite`).
 
@@ -40,10 +41,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from cyclestyle.atomic import atomic_path
+from cyclestyle.translate.options import EXPORT_FORMATS, TOLERANCE
+
 log = logging.getLogger(__name__)
 
-EXPORT_FORMATS = ("onnx", "torchscript")
-TOLERANCE = 1e-4  # max |exported - PyTorch| on [-1, 1] outputs, float32
 MAX_SIDE = 16384  # upper bound the ONNX exporter asks for; any image we would translate fits
 METADATA_FILE = "cyclestyle.json"  # TorchScript: metadata as an extra file in the archive
 
@@ -110,23 +112,43 @@ def export_generator(generator: nn.Module, output: str | os.PathLike, fmt: str =
     generator = copy.deepcopy(generator).cpu().float().eval().requires_grad_(False)
     stride = int(generator.stride)
     metadata = {**(metadata or {}), "cyclestyle.stride": str(stride), "cyclestyle.format": fmt}
-    tmp = output.with_name(f".{output.name}.tmp")
-    try:
+    check = _check_batch(stride)
+    expected = _finite_output(generator, check) if verify else None  # before the slow export
+    with atomic_path(output) as tmp:  # a unique temp name: never a user's file, no collisions
         if fmt == "onnx":
             _export_onnx(generator, stride, tmp, metadata)
         else:
             _export_torchscript(generator, tmp, metadata)
-        diff = _verify(generator, tmp, stride) if verify else None
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
+        diff = _verify(tmp, check, expected) if verify else None
     return ExportReport(output, fmt, stride, diff)
+
+
+def _example_batch(stride: int) -> torch.Tensor:
+    """What the ONNX exporter traces: 1 x 3 x (4 stride) x (5 stride)."""
+    return torch.rand(1, 3, 4 * stride, 5 * stride) * 2 - 1
+
+
+def _check_batch(stride: int) -> torch.Tensor:
+    """What the check runs: unlike the example in batch size, height and width, and no stride
+    multiple, so the dynamic axes and (ONNX) run_onnx's padding are exercised."""
+    return torch.rand(2, 3, 3 * stride + 3, 2 * stride + 5,
+                      generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+
+def _finite_output(generator: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        out = generator(images)
+    if not bool(torch.isfinite(out).all()):
+        name = getattr(generator, "registry_name", type(generator).__name__)
+        raise RuntimeError(f"generator {name!r} outputs NaN or inf on a {tuple(images.shape)} "
+                           "check batch (are its weights finite?); nothing exported")
+    return out
 
 
 def _export_onnx(generator: nn.Module, stride: int, path: Path, metadata: dict[str, str]) -> None:
     import onnx
 
-    example = (torch.rand(1, 3, 4 * stride, 5 * stride) * 2 - 1,)
+    example = (_example_batch(stride),)
     dim = torch.export.Dim
     dynamic = {"x": {0: dim("batch", min=1, max=1024),
                      2: stride * dim("height_blocks", min=2, max=MAX_SIDE // stride),
@@ -141,8 +163,8 @@ def _export_onnx(generator: nn.Module, stride: int, path: Path, metadata: dict[s
 
 
 def _export_torchscript(generator: nn.Module, path: Path, metadata: dict[str, str]) -> None:
-    from cyclestyle.checkpoint import first_line
     from cyclestyle.models import layers
+    from cyclestyle.options import first_line
 
     # torch.jit.script cannot read NamedTuple fields annotated as strings (layers.py postpones
     # annotations; pytorch#95858): hand it the resolved types, which mean the same.
@@ -197,70 +219,20 @@ def exported_metadata(path: str | os.PathLike) -> dict[str, str]:
     return {entry.key: entry.value for entry in model.metadata_props}
 
 
-def _verify(generator: nn.Module, path: Path, stride: int) -> float | None:
-    """Max |exported - PyTorch| on a batch of 2 at 3*stride+3 x 2*stride+5; raises above TOLERANCE."""
+def _verify(path: Path, images: torch.Tensor, expected: torch.Tensor) -> float | None:
+    """Max |exported - PyTorch| on `images`; raises above TOLERANCE or on non-finite output."""
     if not zipfile.is_zipfile(path):
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
             log.warning("onnxruntime is not installed: %s was not checked against PyTorch", path)
             return None
-    images = torch.rand(2, 3, 3 * stride + 3, 2 * stride + 5,
-                        generator=torch.Generator().manual_seed(0)) * 2 - 1
-    with torch.inference_mode():
-        expected = generator(images)
-    diff = float((load_exported(path)(images) - expected).abs().max())
-    if not diff <= TOLERANCE:  # also catches NaN
+    got = load_exported(path)(images)
+    if not bool(torch.isfinite(got).all()):
+        raise RuntimeError(f"the exported model outputs NaN or inf on a {tuple(images.shape)} "
+                           "batch where PyTorch does not; not written")
+    diff = float((got - expected).abs().max())
+    if not diff <= TOLERANCE:
         raise RuntimeError(f"the exported model differs from PyTorch by up to {diff:.2e} on a "
                            f"{tuple(images.shape)} batch (allowed {TOLERANCE:.0e}); not written")
     return diff
-
-
-# ---------------------------------------------------------------------------- command line
-
-
-def add_parser(subparsers) -> None:
-    import argparse
-
-    p = subparsers.add_parser(
-        "export", help="export a generator to ONNX or TorchScript (dynamic batch, height, width)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=(
-            "Export G_AB (a2b) or G_BA (b2a) from a checkpoint as one file that runs without\n"
-            "cyclestyle. Input: float32 (N, 3, H, W) RGB in [-1, 1]; output: the translation in\n"
-            "[-1, 1], same shape. N, H and W are dynamic:\n"
-            "  torchscript  any H x W; the generator's own pad-to-stride is compiled in\n"
-            "               (load with torch.jit.load, or libtorch in C++)\n"
-            "  onnx         H, W multiples of the generator's stride, at least 2x it; the stride\n"
-            "               is in the metadata (cyclestyle.stride). For other sizes pad with\n"
-            "               cyclestyle.export.pad_to_stride or run_onnx (centred reflect padding\n"
-            "               then crop, as the PyTorch generator does)\n"
-            f"Before the file is kept, it and PyTorch translate a random batch of a size other\n"
-            f"than the export example and must agree to a max absolute difference of\n"
-            f"{TOLERANCE:.0e} (float32). An existing --output is never replaced without --overwrite."))
-    p.add_argument("--checkpoint", required=True, help="checkpoint file or run folder")
-    p.add_argument("--direction", choices=("a2b", "b2a"), default="a2b",
-                   help="a2b exports G_AB, b2a exports G_BA (default: %(default)s)")
-    p.add_argument("--format", choices=EXPORT_FORMATS, default="onnx",
-                   help="file type (default: %(default)s)")
-    p.add_argument("--output", required=True, help="file to write, e.g. g_ab.onnx or g_ab.pt")
-    p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
-    p.set_defaults(func=run_cli)
-
-
-def run_cli(args) -> int:
-    from cyclestyle import __version__
-    from cyclestyle.checkpoint import load_generators
-
-    check_output(args.output, args.overwrite)  # before the (slow) load and export
-    g_ab, g_ba, _ = load_generators(args.checkpoint)
-    generator = g_ab if args.direction == "a2b" else g_ba
-    metadata = {"cyclestyle.version": __version__, "cyclestyle.direction": args.direction,
-                "cyclestyle.generator": str(getattr(generator, "registry_name", "")),
-                "cyclestyle.input": "float32 NCHW RGB in [-1, 1]"}
-    report = export_generator(generator, args.output, args.format, metadata, args.overwrite)
-    checked = ("not checked (no onnxruntime)" if report.max_abs_diff is None
-               else f"max |diff| vs PyTorch {report.max_abs_diff:.1e}")
-    print(f"exported {args.direction} generator ({report.format}, stride {report.stride}) to "
-          f"{report.path}; {checked}")
-    return 0

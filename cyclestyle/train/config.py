@@ -8,22 +8,24 @@ silently trains the wrong model.
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from cyclestyle.losses import LossConfig
+from cyclestyle import options
+from cyclestyle.imageio import MAX_IMAGE_PIXELS
+from cyclestyle.models.factory import ModelConfig
+from cyclestyle.options import ConfigError
+from cyclestyle.runtime import PRECISIONS
 
-MIXED_PRECISION = ("no", "bf16", "fp16")
+__all__ = ["ConfigError", "DataConfig", "EvalConfig", "ExperimentConfig", "LossConfig",
+           "ModelConfig", "TrainConfig", "flat_keys", "from_dict", "load_config"]
+
 TRACKERS = ("none", "wandb", "tensorboard")
-
-
-class ConfigError(ValueError):
-    """A configuration value or key is invalid; the message names the key."""
+GAN_MODES = ("lsgan", "vanilla", "hinge")
 
 
 @dataclass
@@ -38,9 +40,8 @@ class DataConfig:
     skip_bad_images: bool = False  # warn and count unreadable files instead of failing
     num_workers: int = 2
     # Decompression-bomb guard: a file declaring more pixels than this is refused from its
-    # header, before decoding. PIL's own default (89,478,485) only warns up to twice that;
-    # this default is that hard limit, so 100-megapixel photos still load. 0 = no limit.
-    max_image_pixels: int = 178_956_970
+    # header, before decoding (the package's one limit, see cyclestyle.imageio). 0 = no limit.
+    max_image_pixels: int = MAX_IMAGE_PIXELS
 
     def validate(self) -> None:
         _check(self.image_size >= 8, "data.image_size", self.image_size, "an integer >= 8")
@@ -49,7 +50,8 @@ class DataConfig:
         _check(self.load_size == 0 or self.load_size >= self.image_size, "data.load_size",
                self.load_size, f"0 (automatic) or >= data.image_size ({self.image_size})")
         _check(self.num_workers >= 0, "data.num_workers", self.num_workers, "an integer >= 0")
-        _check(self.split in ("train", "test"), "data.split", self.split, "'train' or 'test'")
+        _check(self.split in ("train", "test"), "data.split", self.split, "'train' or 'test'",
+               why="not a known split")
 
     @property
     def resolved_load_size(self) -> int:
@@ -57,29 +59,49 @@ class DataConfig:
 
 
 @dataclass
-class ModelConfig:
-    generator: str = "unet_attn"
-    discriminator: str = "patchgan"
-    # Constructor arguments of the chosen networks; checked against their signatures.
-    generator_args: dict[str, Any] = field(default_factory=dict)
-    discriminator_args: dict[str, Any] = field(default_factory=dict)
+class LossConfig:
+    """Loss choices and weights (the YAML `loss:` section maps onto these fields 1:1)."""
+
+    gan_mode: str = "lsgan"
+    lambda_cycle: float = 10.0
+    # Relative, as in the CycleGAN paper/code: the identity term is weighted
+    # lambda_identity * lambda_cycle (0.5 * 10 = 5 by default).
+    lambda_identity: float = 0.5
+    # Cycle-perceptual term: VGG distance between the reconstruction G_BA(G_AB(a)) and a.
+    lambda_perceptual: float = 1.0
+    # Content term: VGG distance between the translation G_AB(a) and its source a.
+    lambda_content: float = 0.0
+    # "torchvision", "random" (tests only) or a path; see cyclestyle.models.vgg.VGGFeatures.
+    vgg_weights: str = "torchvision"
+    # Up to relu3_1 so that the offline prefix weights (vgg19_normalised_to_relu3_1.pth) suffice.
+    perceptual_layers: list[str] = field(default_factory=lambda: ["relu1_1", "relu2_1", "relu3_1"])
+
+    @property
+    def needs_vgg(self) -> bool:
+        """Whether any VGG-based term is switched on (else no VGG needs loading)."""
+        return self.lambda_perceptual > 0 or self.lambda_content > 0
 
     def validate(self) -> None:
-        from cyclestyle import models
+        """Raise ConfigError naming the first bad key (e.g. `loss.gan_mode`) and what is valid."""
+        _check(self.gan_mode in GAN_MODES, "loss.gan_mode", self.gan_mode,
+               " / ".join(GAN_MODES), why="not a known GAN loss")
+        for key in ("lambda_cycle", "lambda_identity", "lambda_perceptual", "lambda_content"):
+            value = getattr(self, key)
+            is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            _check(is_number, f"loss.{key}", value, "a finite number >= 0", why="not a number")
+            _check(math.isfinite(value) and value >= 0, f"loss.{key}", value,
+                   "a finite number >= 0")
+        _check(bool(self.vgg_weights), "loss.vgg_weights", self.vgg_weights,
+               "'torchvision', 'random' or a path to a .pth state dict", why="empty")
+        layers = self.perceptual_layers
+        _check(bool(layers), "loss.perceptual_layers", layers,
+               "a non-empty list of VGG19 layer names", why="empty")
+        from cyclestyle.models.vgg import vgg_layer_names
 
-        for kind, name, args, known in (
-            ("generator", self.generator, self.generator_args, models.list_generators()),
-            ("discriminator", self.discriminator, self.discriminator_args,
-             models.list_discriminators()),
-        ):
-            if name not in known:
-                raise ConfigError(f"model.{kind}: unknown {kind} {name!r}; valid: {', '.join(known)}")
-            accepted = (models.generator_arguments(name) if kind == "generator"
-                        else models.discriminator_arguments(name))
-            unknown = sorted(set(args) - set(accepted))
-            if unknown:
-                raise ConfigError(f"model.{kind}_args: {', '.join(unknown)} not accepted by "
-                                  f"{name!r}; valid: {', '.join(sorted(accepted))}")
+        valid = vgg_layer_names()
+        unknown = [layer for layer in layers if layer not in valid]
+        _check(not unknown, "loss.perceptual_layers", layers, "names from " + ", ".join(valid),
+               why=f"unknown layer(s) {', '.join(unknown)}")
 
 
 @dataclass
@@ -93,7 +115,9 @@ class TrainConfig:
     decay_start: float = 0.5
     pool_size: int = 50  # history of generated images shown to the discriminators
     grad_accum_steps: int = 1
-    mixed_precision: str = "no"
+    # fp32 | bf16 | fp16 | auto. auto: bf16 where it is fast (CUDA with bf16, a CPU with
+    # AVX512-BF16 or AMX), fp16 on older CUDA GPUs, else fp32 (see cyclestyle.runtime).
+    precision: str = "auto"
     seed: int = 0
     log_every: int = 50
     sample_every: int = 500
@@ -117,14 +141,17 @@ class TrainConfig:
         _check(self.max_bad_steps >= 0, "train.max_bad_steps", self.max_bad_steps,
                "an integer >= 0 (0 = no check)")
         _check(self.pool_size >= 0, "train.pool_size", self.pool_size, "an integer >= 0")
-        _check(self.lr > 0, "train.lr", self.lr, "a positive float")
+        _check(math.isfinite(self.lr) and self.lr > 0, "train.lr", self.lr,
+               "a positive finite float")
+        _check(self.seed >= 0, "train.seed", self.seed, "an integer >= 0")
         _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "train.betas",
                self.betas, "two floats in [0, 1)")
-        _check(self.decay_start >= 0, "train.decay_start", self.decay_start,
-               "a step >= 0 or a fraction in (0, 1)")
-        _check(self.mixed_precision in MIXED_PRECISION, "train.mixed_precision",
-               self.mixed_precision, " / ".join(MIXED_PRECISION))
-        _check(self.tracker in TRACKERS, "train.tracker", self.tracker, " / ".join(TRACKERS))
+        _check(math.isfinite(self.decay_start) and self.decay_start >= 0, "train.decay_start",
+               self.decay_start, "a step >= 0 or a fraction in (0, 1)")
+        _check(self.precision in PRECISIONS, "train.precision", self.precision,
+               " / ".join(PRECISIONS), why="not a known precision")
+        _check(self.tracker in TRACKERS, "train.tracker", self.tracker, " / ".join(TRACKERS),
+               why="not a known tracker")
 
     @property
     def decay_start_step(self) -> int:
@@ -148,15 +175,17 @@ class EvalConfig:
     batch_size: int = 16
 
     def validate(self) -> None:
-        from cyclestyle.metrics.features import RESIZE_MODES
+        from cyclestyle.metrics.resize import RESIZE_MODES
 
         _check(self.every >= 0, "eval.every", self.every, "an integer >= 0 (0 = off)")
         _check(self.max_images >= 0, "eval.max_images", self.max_images, "an integer >= 0 (0 = all)")
         _check(self.batch_size >= 1, "eval.batch_size", self.batch_size, "an integer >= 1")
-        _check(self.resize in RESIZE_MODES, "eval.resize", self.resize, " / ".join(RESIZE_MODES))
+        _check(self.resize in RESIZE_MODES, "eval.resize", self.resize, " / ".join(RESIZE_MODES),
+               why="not a known resize mode")
         if self.inception_weights:
             _check(Path(self.inception_weights).is_file(), "eval.inception_weights",
-                   self.inception_weights, "an existing TorchScript file, or '' for torchmetrics'")
+                   self.inception_weights, "an existing TorchScript file, or '' for torchmetrics'",
+                   why="no such file")
 
     def held_out_dirs(self, data: DataConfig) -> tuple[Path, Path]:
         """(held-out A, real B); defaults to the CycleGAN layout's test split."""
@@ -260,109 +289,38 @@ class ExperimentConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-def _check(ok: bool, key: str, value: Any, valid: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: invalid value {value!r}; expected {valid}")
+def _check(ok: bool, key: str, value: Any, valid: str, why: str = "out of range") -> None:
+    options.check(ok, key, value, why, "expected " + valid)
 
 
 # --- building from plain data ---------------------------------------------------------------
 
-def from_dict(data: dict[str, Any] | None, cls: type = ExperimentConfig, prefix: str = "") -> Any:
-    """Build dataclass `cls` from nested dicts, rejecting unknown keys and wrong types."""
-    data = data or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got "
-                          f"{type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        where = prefix.rstrip(".") or "top level"
-        raise ConfigError(f"unknown key(s) {', '.join(prefix + k for k in unknown)} at {where}; "
-                          f"valid keys: {', '.join(prefix + k for k in fields)}")
-    values = {name: _coerce(data[name], hints[name], prefix + name)
-              for name in fields if name in data}
-    return cls(**values)
+def _migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """Read configs of cyclestyle 0.1: `train.mixed_precision: no|bf16|fp16` -> `precision`."""
+    train = data.get("train")
+    if isinstance(train, dict) and "mixed_precision" in train and "precision" not in train:
+        train = dict(train)
+        old = train.pop("mixed_precision")
+        train["precision"] = {"no": "fp32", False: "fp32"}.get(old, old)
+        data = {**data, "train": train}
+    return data
 
 
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    if dataclasses.is_dataclass(hint):
-        return from_dict(value, hint, key + ".")
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return _coerce(value, [a for a in typing.get_args(hint) if a is not type(None)][0], key)
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        (item,) = typing.get_args(hint) or (Any,)
-        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    if hint is Any:
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true/false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if isinstance(value, bool):
-            # YAML 1.1 reads an unquoted `no` as false: `mixed_precision: no` means "no".
-            return "yes" if value else "no"
-        if not isinstance(value, (str, int, float)):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return str(value)
-    raise TypeError(f"config type {hint!r} of {key} is not supported")  # a bug, not user error
+def from_dict(data: dict[str, Any] | None, cls: type | None = None, prefix: str = "") -> Any:
+    """Build `cls` (default: ExperimentConfig) from nested dicts; unknown keys are errors."""
+    if cls is None or cls is ExperimentConfig:
+        return options.from_dict(_migrate(data or {}), ExperimentConfig, prefix)
+    return options.from_dict(data, cls, prefix)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `key.sub=value` overrides; values are parsed as YAML (`3`, `true`, `[1, 2]`)."""
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.max_steps=100")
-        parts = key.strip().split(".")
-        node = data
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: {part!r} is not a section")
-            node = child
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
-    return data
+    return options.apply_overrides(data, overrides)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 validate: bool = True) -> ExperimentConfig:
     """Read a YAML file (or defaults when `path` is None), apply overrides, check everything."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from err
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of sections (data:, model:, train:, "
-                              f"...), got a YAML {type(data).__name__}")
+    data = options.read_yaml_mapping(path) if path is not None else {}
     apply_overrides(data, overrides or [])
     try:
         config = from_dict(data)
@@ -371,13 +329,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return config.validate() if validate else config
 
 
-def flat_keys(cls: type = ExperimentConfig, prefix: str = "") -> list[str]:
-    """All dotted keys, e.g. for `--help` and error messages."""
-    hints = typing.get_type_hints(cls)
-    keys = []
-    for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[f.name]):
-            keys += flat_keys(hints[f.name], prefix + f.name + ".")
-        else:
-            keys.append(prefix + f.name)
-    return keys
+def flat_keys(cls: type | None = None, prefix: str = "") -> list[str]:
+    """All dotted keys of the training config, e.g. for `--help` and error messages."""
+    return options.flat_keys(cls or ExperimentConfig, prefix)

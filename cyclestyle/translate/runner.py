@@ -1,24 +1,25 @@
 """Whole folders of any-size images, fast and without losing anything (`cyclestyle translate`;
-the command line is in cyclestyle/translate_cli.py).
+the command line is in cyclestyle/translate/cli.py).
 
 Pipeline: DataLoader workers (none on a 2-core CPU) decode and rescale images; the main process
 groups decoded images of equal size into batches (buckets) and hands them to `streams` threads
 that run the generator (on CPU one image per core, each single-threaded); a thread pool encodes
-and writes each output through a temp file + rename (cyclestyle/translate_writer.py). Under
+and writes each output through a temp file + rename (cyclestyle/translate/writer.py). Under
 `accelerate launch` (or torchrun) each process takes files[rank::world], so no file is done
 twice.
 
-Safety: outputs never land inside the input folder unless asked, no output path may equal an
-input path, an interrupted run leaves only complete images (temp files are hidden
-`.NAME.*.tmp` and cleaned by the next run), and `skip_existing` resumes. An unreadable file is
-reported and skipped; the summary lists every failure.
+Safety: outputs never land inside the input tree unless asked (the folder given, a file's
+folder, every listed file's folder), no output path may equal an input path, an output that
+already exists is left alone and reported unless `overwrite` (replace it) or `skip_existing`
+(count it as done, when it decodes) is asked, an interrupted run leaves only complete images
+(temp files are hidden `.NAME.*.tmp` and cleaned by the next run). An unreadable file or
+sub-folder is reported and skipped; the summary lists every failure.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,14 +30,26 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from cyclestyle.imageio import IMAGE_EXTENSIONS, find_images, load_image
-from cyclestyle.interrupt import StopRequested
-from cyclestyle.translate import Translator, check_image_size, read_alpha, scaled_size, to_uint8_hwc
-from cyclestyle.translate_writer import Writer
+from cyclestyle.atomic import temp_target
+from cyclestyle.imageio import (
+    IMAGE_EXTENSIONS,
+    ImageLoadError,
+    find_images,
+    from_uint8,
+    load_image,
+    to_uint8,
+)
+from cyclestyle.options import invalid
+from cyclestyle.runtime import StopRequested, available_cores
+from cyclestyle.translate.options import OUTPUT_FORMATS
+from cyclestyle.translate.translator import Translator, check_image_size, read_alpha, scaled_size
+from cyclestyle.translate.writer import Writer
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("same", "png", "jpg")
+FORMATS = OUTPUT_FORMATS
+LIST_SNIFF_BYTES = 65536  # a list file's first bytes are checked for NUL before reading it all
+UNREADABLE_FOLDER = "folder could not be listed (check its permissions); its images were skipped"
 
 
 @dataclass(frozen=True)
@@ -48,7 +61,8 @@ class Job:
 @dataclass
 class Summary:
     translated: int = 0
-    skipped_existing: int = 0
+    skipped_existing: int = 0  # complete outputs kept as done (skip_existing)
+    existing: list[str] = field(default_factory=list)  # outputs that existed: left alone
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     seconds: float = 0.0
     interrupted: bool = False
@@ -61,27 +75,53 @@ class Summary:
 # ---------------------------------------------------------------------------- planning
 
 
-def list_inputs(input_path: str | os.PathLike) -> tuple[list[Path], Path, bool]:
-    """(files, root the outputs mirror, whether root is a folder the user gave as input).
+def list_inputs(input_path: str | os.PathLike, unreadable: list[Path] | None = None,
+                ) -> tuple[list[Path], Path, list[Path]]:
+    """(files, root the outputs mirror, the input folders outputs must stay out of).
 
-    `input_path` is an image, a folder (searched recursively) or a text file with one path per
-    line (blank lines and lines starting with '#' ignored; relative paths are relative to the
-    list file's folder).
+    `input_path` is an image, a folder (searched recursively; sub-folders that cannot be listed
+    are appended to `unreadable`) or a UTF-8 text file with one path per line (blank lines and
+    lines starting with '#' ignored; relative paths are relative to the list file's folder).
+    The input folders: the folder itself, an image's folder, or every listed image's folder.
     """
     path = Path(input_path).expanduser()
     if path.is_dir():
-        return find_images(path), path, True
+        return find_images(path, unreadable), path, [path.resolve()]
     if not path.exists():
         raise FileNotFoundError(f"input {path} does not exist")
-    if path.suffix.lower() in IMAGE_EXTENSIONS:
-        return [path], path.parent, False
-    lines = path.read_text(errors="replace").splitlines()
+    valid = (f"give an image ({', '.join(IMAGE_EXTENSIONS)}), a folder, or a UTF-8 text file "
+             "listing one image path per line")
+    if not path.is_file():
+        raise invalid("--input", str(path), "not a file or folder (a pipe or a device?)", valid)
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_EXTENSIONS:
+        return [path], path.parent, [path.parent.resolve()]
+    if suffix in Image.registered_extensions():  # an image format translate does not read
+        raise invalid("--input", str(path), f"a {suffix} image, which translate does not read",
+                      valid)
     files = [Path(s) if Path(s).is_absolute() else path.parent / s
-             for s in (line.strip() for line in lines) if s and not s.startswith("#")]
+             for s in (line.strip() for line in _read_list(path, valid))
+             if s and not s.startswith("#")]
     if not files:
         raise ValueError(f"list file {path} names no images (one path per line expected)")
     root = Path(os.path.commonpath([f.parent.resolve() for f in files]))
-    return files, root, False
+    return files, root, sorted({f.parent.resolve() for f in files})
+
+
+def _read_list(path: Path, valid: str) -> list[str]:
+    """The lines of a list file; binary content or other encodings are one-line errors."""
+    with path.open("rb") as f:
+        data = f.read(LIST_SNIFF_BYTES)
+        if b"\0" not in data:
+            data += f.read()
+    if b"\0" in data:
+        raise invalid("--input", str(path), "binary content: neither a supported image nor a "
+                      "text list file", valid)
+    try:
+        return data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as err:
+        raise invalid("--input", str(path), f"not UTF-8 text (byte {data[err.start]:#04x} at "
+                      f"offset {err.start}), so not a list file", valid) from None
 
 
 def output_name(relative: Path, fmt: str) -> Path:
@@ -91,20 +131,32 @@ def output_name(relative: Path, fmt: str) -> Path:
 
 
 def plan_jobs(input_path: str | os.PathLike, output_dir: str | os.PathLike, fmt: str = "same",
-              allow_inside_input: bool = False) -> list[Job]:
-    """One Job per input image, with the safety checks; raises ValueError before any work."""
-    files, root, root_is_input = list_inputs(input_path)
+              allow_inside_input: bool = False,
+              unreadable: list[Path] | None = None) -> list[Job]:
+    """One Job per input image, with the safety checks; raises ValueError before any work.
+
+    Sub-folders of a folder input that cannot be listed are appended to `unreadable`.
+    """
+    files, root, input_dirs = list_inputs(input_path, unreadable)
+    is_folder = Path(input_path).expanduser().is_dir()
     out = Path(output_dir).expanduser().resolve()
-    root_resolved = root.resolve()
-    if root_is_input and out.is_relative_to(root_resolved):
+    inside = next((d for d in input_dirs if out.is_relative_to(d)), None)
+    if inside is not None:
         if not allow_inside_input:
-            raise ValueError(f"output folder {out} is inside the input folder {root_resolved}; "
-                             "choose another folder, or pass --allow-inside-input")
-        if out != root_resolved:  # a sub-folder: its files are earlier outputs, not inputs
+            whose = "" if is_folder else f" (the folder of input {_an_input_in(files, inside)})"
+            raise invalid("--output", str(out), f"inside the input folder {inside}{whose}",
+                          "choose a folder outside the input tree, or pass "
+                          "--allow-inside-input (inputs are never replaced)")
+        if is_folder and out != inside:
+            # A sub-folder of a folder input: its files are earlier outputs, not inputs.
             files = [f for f in files if not f.resolve().is_relative_to(out)]
     jobs = [Job(f, out / output_name(_relative(f, root), fmt)) for f in files]
     _check_no_overwrite(jobs)
     return jobs
+
+
+def _an_input_in(files: list[Path], folder: Path) -> Path:
+    return next(f for f in files if f.parent.resolve() == folder)
 
 
 def _relative(path: Path, root: Path) -> Path:
@@ -118,7 +170,8 @@ def _check_no_overwrite(jobs: list[Job]) -> None:
     sources = {job.source.resolve() for job in jobs}
     targets: dict[Path, Path] = {}
     for job in jobs:
-        if job.target in sources:
+        # Folder links resolved, not the file's own: a rename replaces a link, not its target.
+        if job.target.parent.resolve() / job.target.name in sources:
             raise ValueError(f"output {job.target} would overwrite an input image; choose "
                              "another output folder or --format")
         if job.target in targets:
@@ -133,13 +186,11 @@ def clean_stale_temp_files(jobs: list[Job]) -> int:
     for job in jobs:
         names_by_dir.setdefault(job.target.parent, set()).add(job.target.name)
     removed = 0
-    pattern = re.compile(r"^\.(.+)\.[^.]+\.tmp$")
     for folder, names in names_by_dir.items():
         if not folder.is_dir():
             continue
         for entry in os.scandir(folder):
-            match = pattern.match(entry.name)
-            if match and match.group(1) in names and entry.is_file():
+            if temp_target(entry.name) in names and entry.is_file():
                 Path(entry.path).unlink(missing_ok=True)
                 removed += 1
     return removed
@@ -191,23 +242,24 @@ def _single(item: dict) -> dict:
 def translate_files(translator: Translator, jobs: list[Job], skip_existing: bool = False,
                     num_workers: int | None = None, max_pixels: int | None = None,
                     progress: bool = True, rank: int = 0, world_size: int = 1,
-                    streams: int | None = None) -> Summary:
+                    streams: int | None = None, overwrite: bool = False) -> Summary:
     """Translate `jobs[rank::world_size]`; failures are recorded, never raised.
 
-    `num_workers` decoding processes (default: `default_workers`) and `streams` batches in
-    flight at once (default: `default_streams`).
+    An output that already exists is left alone and listed in `Summary.existing`, unless
+    `overwrite` (replace it) or `skip_existing` (count it as done when it is a complete image;
+    an empty or undecodable one is translated again). `num_workers` decoding processes
+    (default: `default_workers`) and `streams` batches in flight at once (default:
+    `default_streams`).
     """
+    if skip_existing and overwrite:
+        raise ValueError("give skip_existing or overwrite, not both")
     start = time.perf_counter()
     summary = Summary()
     mine = jobs[rank::world_size]
     if world_size > 1:
         log.info("rank %d of %d: %d of %d files", rank, world_size, len(mine), len(jobs))
     clean_stale_temp_files(mine)
-    if skip_existing:
-        todo = [job for job in mine if not job.target.exists()]
-        summary.skipped_existing = len(mine) - len(todo)
-    else:
-        todo = mine
+    todo = mine if overwrite else _not_done(mine, summary, skip_existing, max_pixels)
     if todo:
         workers = default_workers(translator.device) if num_workers is None else num_workers
         streams = streams or default_streams(translator.device, len(todo))
@@ -216,10 +268,38 @@ def translate_files(translator: Translator, jobs: list[Job], skip_existing: bool
     return summary
 
 
+def _not_done(jobs: list[Job], summary: Summary, skip_existing: bool,
+              max_pixels: int | None) -> list[Job]:
+    """The jobs whose output is missing, or (skip_existing) exists but is incomplete."""
+    todo = []
+    for job in jobs:
+        if not os.path.lexists(job.target):
+            todo.append(job)
+        elif not skip_existing:
+            summary.existing.append(str(job.target))
+        elif (problem := incomplete_output(job.target, max_pixels)) is None:
+            summary.skipped_existing += 1
+        else:
+            log.warning("%s exists but %s: translating it again", job.target, problem)
+            todo.append(job)
+    return todo
+
+
+def incomplete_output(path: Path, max_pixels: int | None = None) -> str | None:
+    """Why an existing output cannot count as done, or None when it decodes completely."""
+    try:
+        if os.stat(path).st_size == 0:
+            return "is empty (0 bytes)"
+        load_image(path, max_pixels=max_pixels)
+    except (OSError, ImageLoadError) as err:
+        return f"cannot be decoded ({getattr(err, 'reason', '') or err})"
+    return None
+
+
 def default_workers(device: torch.device | str = "cpu") -> int:
     """Decoding processes: none on a CPU with 2 cores or fewer, where a worker takes a core from
     the generator (measured slower by scripts/bench_translate.py); else up to 4."""
-    cores = os.cpu_count() or 1
+    cores = available_cores()
     if torch.device(device).type == "cpu" and cores <= 2:
         return 0
     return min(4, max(1, cores // 2))
@@ -254,7 +334,7 @@ def _run(translator: Translator, jobs: list[Job], summary: Summary, workers: int
         _fail(summary, jobs[index].target, f"cannot write: {reason}", bar)
 
     writer = Writer([job.target for job in jobs], max(1, workers), written, failed)
-    with StopRequested() as stop, writer, _Batches(translator, writer, streams) as batches:
+    with StopRequested("finishing the images in flight, then stopping") as stop, writer, _Batches(translator, writer, streams) as batches:
         for item in loader:
             if "error" in item:
                 _fail(summary, jobs[item["index"]].source, item["error"], bar)
@@ -326,5 +406,5 @@ class _Batches:
 def _translate(translator: Translator, items: list[dict]):
     """(B, H, W, 3) uint8 numpy translations of `items` (decoded images of one size)."""
     images = torch.stack([item["image"] for item in items])  # (B, 3, H, W) uint8
-    images = images.to(translator.device, non_blocking=True).float() / 127.5 - 1.0
-    return to_uint8_hwc(translator.translate_tensor(images))
+    images = from_uint8(images.to(translator.device, non_blocking=True))
+    return to_uint8(translator.translate_tensor(images)).cpu().numpy()

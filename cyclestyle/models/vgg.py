@@ -22,7 +22,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-__all__ = ["VGGFeatures", "vgg_layer_names"]
+__all__ = ["VGGFeatures", "gram_matrix", "vgg_layer_names"]
 
 _TORCHVISION_FILE = "vgg19-dcbb9e9d.pth"
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -305,3 +305,11 @@ class VGGFeatures(nn.Module):
 
     def extra_repr(self) -> str:
         return f"layers={list(self.layer_names)}, weights={self.weights_source}, padding={self.padding_mode}"
+
+
+def gram_matrix(features: Tensor) -> Tensor:
+    """(N, C, H, W) -> (N, C, C): F F^T / (C H W), one batched matmul in the input's dtype
+    (the style statistic of Gatys et al., shared by the Gatys losses and the style metrics)."""
+    n, c, h, w = features.shape
+    flat = features.reshape(n, c, h * w)
+    return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)

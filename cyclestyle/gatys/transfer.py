@@ -5,8 +5,9 @@
 Normalisation (chosen so that one set of weights works for any VGG weights file and layer):
 
 * Gram matrix of a layer with features F (C x HW): G = F F^T / (C H W), as in the PyTorch
-  tutorial and jcjohnson's neural-style; it does not depend on image size, so style and
-  content images may differ in size and aspect ratio.
+  tutorial and jcjohnson's neural-style (`models.vgg.gram_matrix`, shared with the style
+  metrics); it does not depend on image size, so style and content images may differ in size
+  and aspect ratio.
 * Style loss of a layer: ||G(x) - G_target||^2 / ||G_target||^2 (relative squared error).
   Several styles blend by weight: G_target = sum_k w_k G(style_k), weights summing to 1.
 * Content loss of a layer: ||F(x) - F(content)||^2 / ||F(content)||^2.
@@ -26,81 +27,19 @@ import functools
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cyclestyle.color import match_color, transfer_luminance
-from cyclestyle.vgg import VGGFeatures
+from cyclestyle.gatys.color import match_color, transfer_luminance
+from cyclestyle.gatys.config import GatysConfig, min_image_side
+from cyclestyle.models.vgg import VGGFeatures, gram_matrix
+from cyclestyle.options import ConfigError, check, invalid
+from cyclestyle.runtime import resolve_precision
 
-__all__ = ["GatysConfig", "GatysLoss", "blend_weights", "finish", "gram_matrix", "initial_image",
-           "load_vgg", "optimise", "resize_longest", "total_variation", "transfer"]
-
-OPTIMIZERS = ("lbfgs", "adam")
-PRECISIONS = ("fp32", "bf16", "fp16")
-
-
-@dataclass
-class GatysConfig:
-    """Settings of one optimisation (every stage of a multi-scale run shares them)."""
-
-    content_layers: tuple[str, ...] = ("relu4_2",)
-    style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-    content_weight: float = 1.0
-    # With relative losses, style ~ 1e3 x content lets the style dominate texture while the
-    # content loss stays well below 1 (the features remain recognisably the content's).
-    style_weight: float = 1e3
-    tv_weight: float = 1.0
-    sizes: tuple[int, ...] = (512,)  # longest side per stage, coarse to fine (--scales)
-    iterations: tuple[int, ...] = (500,)  # per stage, or one number for every stage
-    style_scale: float = 1.0  # style images' longest side = stage size * style_scale
-    original_colors: bool = False
-    match_color: bool = False
-    optimizer: str = "lbfgs"
-    lbfgs_history: int = 100  # torch's and jcjohnson's default
-    learning_rate: float = 0.02  # Adam, in [-1, 1] pixel units
-    init: str = "content"  # "content", "random" or an image path
-    seed: int = 0
-    precision: str = "fp32"
-    save_every: int = 0  # also log (and save, in the CLI) every N iterations; 0: only the end
-    layer_weights: dict[str, float] = field(default_factory=dict)  # per-layer multipliers
-
-    def validate(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: {list(OPTIMIZERS)}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; valid: {list(PRECISIONS)}")
-        if not self.content_layers and not self.style_layers:
-            raise ValueError("give at least one content layer or one style layer")
-        bad = {k: v for k, v in (("content_weight", self.content_weight),
-                                 ("style_weight", self.style_weight),
-                                 ("tv_weight", self.tv_weight)) if not v >= 0}
-        if bad:
-            raise ValueError(f"loss weights must be >= 0, got {bad}")
-        if not self.sizes or any(n < 1 for n in self.sizes):
-            raise ValueError(f"sizes (scales) must be positive, got {list(self.sizes)}")
-        if len(self.iterations) not in (1, len(self.sizes)) or any(n < 0 for n in self.iterations):
-            raise ValueError(
-                f"iterations must be one number >= 0 or one per scale ({len(self.sizes)} scales "
-                f"{list(self.sizes)}), got {list(self.iterations)}")
-        if not self.style_scale > 0:
-            raise ValueError(f"style_scale must be > 0, got {self.style_scale}")
-
-    def stage_iterations(self) -> list[int]:
-        its = self.iterations
-        return list(its) * len(self.sizes) if len(its) == 1 else list(its)
-        if self.lbfgs_history < 1:
-            raise ValueError(f"lbfgs_history must be >= 1, got {self.lbfgs_history}")
-
-
-def gram_matrix(features: Tensor) -> Tensor:
-    """(N, C, H, W) -> (N, C, C): F F^T / (C H W), one batched matmul."""
-    n, c, h, w = features.shape
-    flat = features.reshape(n, c, h * w)
-    return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
-
+__all__ = ["GatysLoss", "blend_weights", "finish", "initial_image", "load_vgg", "optimise",
+           "resize_longest", "total_variation", "transfer"]
 
 class _StyleLoss(torch.autograd.Function):
     """||F F^T / n - T||^2 * scale for one image's features, with a hand-written gradient.
@@ -144,13 +83,15 @@ class GatysLoss(nn.Module):
 
     `styles` may have any sizes; `style_blend` weights them (normalised to sum to 1; styles
     with weight 0 are skipped). forward(image) returns (total, {"content", "style", "tv"}): the
-    parts, detached and already weighted, sum to the total.
+    parts, detached and already weighted, sum to the total. `config.precision` "auto" is
+    resolved for the content's device (`runtime.resolve_precision`).
     """
 
     def __init__(self, vgg: VGGFeatures, content: Tensor, styles: Sequence[Tensor],
                  config: GatysConfig, style_blend: Sequence[float] | None = None) -> None:
         super().__init__()
         self.vgg, self.config = vgg, config
+        self.precision = resolve_precision(config.precision, content.device)[0]
         blend = blend_weights(len(styles), style_blend)
         layer_weights = config.layer_weights
         with torch.no_grad():
@@ -176,9 +117,8 @@ class GatysLoss(nn.Module):
 
     def _features(self, image: Tensor) -> dict[str, Tensor]:
         image = image.contiguous(memory_format=torch.channels_last)
-        precision = self.config.precision
-        with torch.autocast(image.device.type, dtype=_AUTOCAST[precision],
-                            enabled=precision != "fp32"):
+        with torch.autocast(image.device.type, dtype=_AUTOCAST[self.precision],
+                            enabled=self.precision != "fp32"):
             return self.vgg(image)
 
     def forward(self, image: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -199,15 +139,17 @@ _AUTOCAST = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float1
 
 
 def blend_weights(count: int, weights: Sequence[float] | None) -> list[float]:
+    """Style blend weights normalised to sum to 1 (equal when `weights` is None)."""
     if count == 0:
-        raise ValueError("give at least one style image")
+        raise invalid("--style", [], "no style image", "give at least one style image")
     if weights is None:
         return [1.0 / count] * count
     weights = [float(w) for w in weights]
-    if len(weights) != count:
-        raise ValueError(f"got {len(weights)} style weights {weights} for {count} style images")
-    if any(not w >= 0 for w in weights) or sum(weights) <= 0:
-        raise ValueError(f"style weights must be >= 0 with a positive sum, got {weights}")
+    check(len(weights) == count, "--style-weights", weights,
+          f"{len(weights)} style weights for {count} style images", "give one per style image")
+    check(all(w >= 0 and math.isfinite(w) for w in weights) and sum(weights) > 0,
+          "--style-weights", weights, "negative, not finite or all 0",
+          "expected numbers >= 0 with a positive sum")
     return [w / sum(weights) for w in weights]
 
 
@@ -269,7 +211,8 @@ def initial_image(init: str | Tensor, content: Tensor, seed: int) -> Tensor:
     if init == "random":
         gen = torch.Generator().manual_seed(seed)
         return (torch.randn(content.shape, generator=gen) * 0.25).clamp(-1, 1).to(content)
-    raise ValueError(f"init must be 'content', 'random' or an image, got {init!r}")
+    raise invalid("--init", init, "neither content, random nor an image",
+                  "expected content, random or an image tensor")
 
 
 def resize_longest(image: Tensor, longest: int) -> Tensor:
@@ -284,13 +227,29 @@ def resize_longest(image: Tensor, longest: int) -> Tensor:
 
 
 
-
 def load_vgg(config: GatysConfig, weights: str | os.PathLike = "torchvision",
              device: str | torch.device = "cpu") -> VGGFeatures:
     """The frozen VGG19, truncated after the deepest content/style layer, in channels_last."""
     layers = list(dict.fromkeys([*config.content_layers, *config.style_layers]))
-    vgg = VGGFeatures(layers, weights=weights)
+    try:
+        vgg = VGGFeatures(layers, weights=weights)
+    except RuntimeError as err:  # torchvision's weights cannot be fetched (offline)
+        if weights != "torchvision":
+            raise
+        raise _offline_error(err.__cause__ or err) from err
     return vgg.to(device=device, memory_format=torch.channels_last)
+
+
+def _offline_error(cause: BaseException) -> ConfigError:
+    """VGGFeatures' offline advice names the train config key; here it is a flag."""
+    from torchvision.models import VGG19_Weights
+
+    file = os.path.basename(VGG19_Weights.IMAGENET1K_V1.url)
+    cached = os.path.join(torch.hub.get_dir(), "checkpoints", file)
+    return invalid("--vgg-weights", "torchvision", f"the ImageNet weights could not be loaded "
+                   f"({type(cause).__name__}: {cause})", f"place {file} at {cached}, or pass "
+                   "--vgg-weights FILE.pth (a torchvision vgg19 state dict or the "
+                   "normalised-VGG prefix layout)")
 
 
 def transfer(vgg: VGGFeatures, content: Tensor, styles: Sequence[Tensor], config: GatysConfig,
@@ -306,8 +265,8 @@ def transfer(vgg: VGGFeatures, content: Tensor, styles: Sequence[Tensor], config
     image: Tensor | None = None
     for stage, (size, iterations) in enumerate(zip(config.sizes, config.stage_iterations())):
         stage_content = resize_longest(content, size)
-        stage_styles = [resize_longest(s, max(1, round(size * config.style_scale)))
-                        for s in styles]
+        stage_styles = [resize_longest(s, config.style_side(size)) for s in styles]
+        _check_short_sides(config, size, stage_content, stage_styles)
         if config.match_color:
             stage_styles = [match_color(s, stage_content) for s in stage_styles]
         loss_fn = GatysLoss(vgg, stage_content, stage_styles, config, style_blend)
@@ -316,6 +275,20 @@ def transfer(vgg: VGGFeatures, content: Tensor, styles: Sequence[Tensor], config
         image = optimise(start, loss_fn, iterations, config, step).clamp(-1, 1)
         del loss_fn
     return finish(image, stage_content, config)
+
+
+def _check_short_sides(config: GatysConfig, size: int, content: Tensor,
+                       styles: Sequence[Tensor]) -> None:
+    """`validate` checks the longest sides; an elongated image's short side may still be too
+    small for the VGG layers (a cryptic padding or pooling error otherwise)."""
+    low = min_image_side([*config.content_layers, *config.style_layers])
+    for key, value, what, image in [("--scales", config.sizes, "content", content),
+                                    *(("--style-scale", config.style_scale, "style", s)
+                                      for s in styles)]:
+        h, w = image.shape[-2:]
+        check(min(h, w) >= low, key, value, f"the {what} image becomes {w}x{h} at scale "
+              f"{size}, its short side below {low}, the smallest the VGG layers accept",
+              "expected a larger scale or shallower layers")
 
 
 def finish(image: Tensor, content: Tensor, config: GatysConfig) -> Tensor:

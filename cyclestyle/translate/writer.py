@@ -2,7 +2,7 @@
 
 PIL's encoders release the GIL, so encoding overlaps the generator's work. Every image is
 written to a hidden temp file `.NAME.*.tmp` beside its target and renamed over it: a killed run
-leaves only complete images (cyclestyle/batch_translate.py removes the temp files next time).
+leaves only complete images (cyclestyle/translate/runner.py removes the temp files next time).
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ import contextlib
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,38 +23,30 @@ from tqdm.auto import tqdm
 
 from cyclestyle import checkpoint as ckpt
 from cyclestyle.atomic import write_text_atomic
-from cyclestyle.config import ConfigError, ExperimentConfig
-from cyclestyle.data import UnpairedDataset, build_dataloader, find_domain_images
-from cyclestyle.interrupt import StopRequested
-from cyclestyle.losses import GANLoss, PerceptualLoss, cycle_loss, identity_loss
-from cyclestyle.models import create_discriminator
+from cyclestyle.models.factory import Networks, build_networks
 from cyclestyle.models.layers import channels_last_is_safe
-from cyclestyle.monitor import (
+from cyclestyle.options import ConfigError
+from cyclestyle.runtime import (
+    ACCELERATE_NAMES,
+    StopRequested,
+    describe_precision,
+    resolve_precision,
+    retain_freed_memory,
+)
+from cyclestyle.train.config import ExperimentConfig
+from cyclestyle.train.data import UnpairedDataset, build_dataloader, find_domain_images
+from cyclestyle.train.losses import GANLoss, PerceptualLoss
+from cyclestyle.train.monitor import (
     NonFiniteGuard,
     assert_finite_parameters,
     build_training_fid,
     init_tracker,
 )
-from cyclestyle.pool import ImagePool
-from cyclestyle.runtime import retain_freed_memory
-from cyclestyle.samples import save_cycle_samples
+from cyclestyle.train.objective import discriminator_loss, generator_losses
+from cyclestyle.train.pool import ImagePool
+from cyclestyle.train.samples import save_cycle_samples
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Networks:
-    g_ab: nn.Module  # G_AB: A -> B
-    g_ba: nn.Module  # G_BA: B -> A
-    d_a: nn.Module  # D_A: real A vs G_BA(B)
-    d_b: nn.Module  # D_B: real B vs G_AB(A)
-
-
-def build_networks(config: ExperimentConfig) -> Networks:
-    g_ab, g_ba = ckpt.build_generators(config)
-    kw = config.model.discriminator_args
-    return Networks(g_ab, g_ba, create_discriminator(config.model.discriminator, **kw),
-                    create_discriminator(config.model.discriminator, **kw))
 
 
 def lr_factor(step: int, config: ExperimentConfig) -> float:
@@ -75,11 +66,14 @@ class Trainer:
         # refuses changes; clear them so several trainers can run in one process (tests,
         # notebooks). The distributed state (PartialState) is kept.
         AcceleratorState._reset_state(reset_partial_state=False)
+        self.precision, self.precision_reason = resolve_precision(tc.precision, _device(tc.cpu))
         self.accelerator = Accelerator(
-            mixed_precision=tc.mixed_precision, cpu=tc.cpu,
+            mixed_precision=ACCELERATE_NAMES[self.precision], cpu=tc.cpu,
             log_with=None if tc.tracker == "none" else tc.tracker,
             project_dir=str(self.output_dir))
         acc = self.accelerator
+        if acc.is_main_process:
+            log.info("precision: %s", describe_precision(self.precision, self.precision_reason))
         if acc.device.type == "cpu":  # glibc otherwise re-faults the activations in every step
             retain_freed_memory()  # 0.85-0.99x -> 1.04-1.07x the reference's fp32 speed
         if not resume and ckpt.list_checkpoints(self.output_dir):
@@ -89,7 +83,7 @@ class Trainer:
                 "overwrite them. Continue it with --resume, or choose another output_dir.")
         resume_state = ckpt.load_for_resume(resume, self.output_dir, config.model)
         set_seed(tc.seed)  # same initial weights in every process
-        self.nets = build_networks(config)
+        self.nets = build_networks(config.model)
         self.channels_last = self._use_channels_last()
         self.gan_loss = GANLoss(config.loss.gan_mode)
         self.perceptual = self._build_perceptual().to(acc.device)
@@ -142,7 +136,7 @@ class Trainer:
         lc = self.config.loss
         if lc.lambda_perceptual == 0 and lc.lambda_content == 0:
             return nn.Identity()  # no VGG needed: don't ask for weights
-        from cyclestyle.vgg import VGGFeatures
+        from cyclestyle.models.vgg import VGGFeatures
 
         return PerceptualLoss(VGGFeatures(lc.perceptual_layers, weights=lc.vgg_weights))
 
@@ -248,41 +242,12 @@ class Trainer:
     def generator_losses(self, real_a: torch.Tensor, real_b: torch.Tensor) -> tuple[
             torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         """CycleGAN's generator objective; returns (total, parts, fake_a, fake_b)."""
-        n, lc = self.nets, self.config.loss
-        fake_b = n.g_ab(real_a)  # G_AB(A)
-        fake_a = n.g_ba(real_b)  # G_BA(B)
-        # Second passes batched: InstanceNorm/GroupNorm are per sample, so this equals separate
-        # calls, with half the kernel launches. Identity terms ride along when enabled.
-        use_idt = lc.lambda_identity > 0
-        out_b = n.g_ab(torch.cat([fake_a, real_b]) if use_idt else fake_a)
-        out_a = n.g_ba(torch.cat([fake_b, real_a]) if use_idt else fake_b)
-        rec_b, idt_b = out_b.split(len(real_b)) if use_idt else (out_b, None)  # G_AB(G_BA(B)), G_AB(B)
-        rec_a, idt_a = out_a.split(len(real_a)) if use_idt else (out_a, None)  # G_BA(G_AB(A)), G_BA(A)
-        parts = {
-            "g_adv": self.gan_loss(self.d_b_plain(fake_b), True, for_discriminator=False)
-            + self.gan_loss(self.d_a_plain(fake_a), True, for_discriminator=False),
-            "cycle": lc.lambda_cycle * (cycle_loss(rec_a, real_a) + cycle_loss(rec_b, real_b)),
-        }
-        if use_idt:
-            parts["identity"] = lc.lambda_identity * lc.lambda_cycle * (
-                identity_loss(idt_a, real_a) + identity_loss(idt_b, real_b))
-        vgg_terms = {"perceptual": (lc.lambda_perceptual, torch.cat([rec_a, rec_b])),  # cycle
-                     "content": (lc.lambda_content, torch.cat([fake_b, fake_a]))}  # translation
-        vgg_terms = {k: v for k, v in vgg_terms.items() if v[0] > 0}
-        if vgg_terms:  # one VGG pass for both terms: they share the target
-            distances = self.perceptual.many([x.float() for _, x in vgg_terms.values()],
-                                             torch.cat([real_a, real_b]).float())
-            for (key, (weight, _)), distance in zip(vgg_terms.items(), distances):
-                parts[key] = weight * distance
-        return sum(parts.values()), parts, fake_a, fake_b
+        n = self.nets
+        return generator_losses(n.g_ab, n.g_ba, self.d_a_plain, self.d_b_plain, real_a, real_b,
+                                self.config.loss, self.gan_loss, self.perceptual)
 
     def discriminator_loss(self, d: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        # One call on real and fake together: a DDP module must run once per backward.
-        pred = d(torch.cat([real, fake]))
-        preds = pred if isinstance(pred, (list, tuple)) else [pred]
-        pred_real = [p[: len(real)] for p in preds]
-        pred_fake = [p[len(real):] for p in preds]
-        return 0.5 * (self.gan_loss(pred_real, True) + self.gan_loss(pred_fake, False))
+        return discriminator_loss(d, real, fake, self.gan_loss)
 
     def train_step(self, micro_batches: list[dict[str, Any]]) -> tuple[dict[str, torch.Tensor], bool]:
         """One optimizer step of G, then of D, over `grad_accum_steps` micro-batches.
@@ -395,7 +360,9 @@ class Trainer:
         if not self.accelerator.is_main_process:
             return
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.output_dir / "config.yaml", self.config.to_yaml())
+        chosen = describe_precision(self.precision, self.precision_reason)
+        write_text_atomic(self.output_dir / "config.yaml",
+                          f"# precision: {chosen}\n" + self.config.to_yaml())
         init_tracker(self.accelerator, self.config)
 
     def evaluate(self) -> dict[str, float]:
@@ -423,7 +390,7 @@ class Trainer:
                    "world_size": acc.num_processes,
                    "images_per_s": rate * self.config.train.batch_size * acc.num_processes
                    * self.config.train.grad_accum_steps, "skipped_images": self.skipped_images,
-                   "bad_steps": self.guard.total}
+                   "bad_steps": self.guard.total, "precision": self.precision}
         if acc.is_main_process:
             bar.set_postfix({k: f"{values[k]:.3f}" for k in ("g_total", "d_a", "d_b") if k in values})
             self._append_metrics(values)
@@ -457,6 +424,10 @@ def _any_process(acc: Accelerator, flag: Any) -> bool:
         return flag is not None
     t = torch.tensor([1.0 if flag is not None else 0.0], device=acc.device)
     return bool(acc.reduce(t, reduction="sum").item() > 0)
+
+
+def _device(force_cpu: bool) -> str:
+    return "cuda" if torch.cuda.is_available() and not force_cpu else "cpu"
 
 
 def train(config: ExperimentConfig, resume: str | Path | bool | None = None) -> Path | None:

@@ -1,5 +1,5 @@
 """Translate images with a trained generator: `Translator` for one image, `translate_files` for
-whole folders (cyclestyle/batch_translate.py; its command line: cyclestyle/translate_cli.py).
+whole folders (cyclestyle/translate/runner.py; its command line: cyclestyle/translate/cli.py).
 
     translator = Translator.from_checkpoint("runs/p2p", direction="a2b")
     painting = translator.translate(Image.open("photo.jpg"))  # same size, alpha kept
@@ -7,27 +7,28 @@ whole folders (cyclestyle/batch_translate.py; its command line: cyclestyle/trans
 By default an image is translated at its own size: the generator pads to its stride and crops
 back, so the output has exactly the input's width and height. `size`/`max_size` rescale first
 (the output then has the rescaled size); `tile` translates big images in blended tiles
-(cyclestyle/tiling.py says what that changes for attention models).
+(cyclestyle/translate/tiling.py says what that changes for attention models).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
-from cyclestyle.imageio import pil_to_tensor, tensor_to_pil
-from cyclestyle.tiling import check_tiling, tiled_apply
+from cyclestyle.imageio import alpha_of, pil_to_tensor, tensor_to_pil, to_rgb
+from cyclestyle.options import invalid
+from cyclestyle.runtime import PRECISIONS, describe_precision, resolve_precision
+from cyclestyle.translate.options import DIRECTIONS, MIN_SIDE
+from cyclestyle.translate.tiling import check_tiling, tiled_apply
 
-DIRECTIONS = ("a2b", "b2a")
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-# Smaller images carry too little content to translate (and a 1x1 input is almost always a
-# broken file or a thumbnail placeholder); the generators would run, but the result means nothing.
-MIN_SIDE = 8
+log = logging.getLogger(__name__)
+
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_TILE_OVERLAP = 64
 
 
@@ -64,10 +65,7 @@ def read_alpha(path: str | os.PathLike) -> Image.Image | None:
     from PIL import ImageOps
 
     with Image.open(path) as img:
-        if img.mode not in ("RGBA", "RGBa", "LA", "La", "PA") and "transparency" not in img.info:
-            return None
-        img.load()
-        return ImageOps.exif_transpose(img).convert("RGBA").getchannel("A")
+        return alpha_of(ImageOps.exif_transpose(img))
 
 
 class Translator:
@@ -80,7 +78,7 @@ class Translator:
     """
 
     def __init__(self, generator: nn.Module, device: str | torch.device | None = None,
-                 precision: str = "fp32", tile: int | None = None,
+                 precision: str = "auto", tile: int | None = None,
                  tile_overlap: int = DEFAULT_TILE_OVERLAP, size: int | None = None,
                  max_size: int | None = None, batch_size: int | None = None,
                  channels_last: bool | None = None) -> None:
@@ -92,7 +90,9 @@ class Translator:
         self.channels_last = on_cpu if channels_last is None else channels_last
         if self.channels_last:
             to_fast_cpu_layout(self.generator)
-        self.precision, self.tile, self.tile_overlap = precision, tile, tile_overlap
+        self.precision, self.precision_reason = resolve_precision(precision, self.device)
+        log.info("translate precision: %s", describe_precision(self.precision, self.precision_reason))
+        self.tile, self.tile_overlap = tile, tile_overlap
         self.size, self.max_size = size, max_size
         self.batch_size = batch_size or (1 if on_cpu else 4)
 
@@ -108,7 +108,7 @@ class Translator:
         return cls(g_ab if direction == "a2b" else g_ba, **kwargs)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        dtype = PRECISIONS[self.precision]
+        dtype = AUTOCAST_DTYPES[self.precision]
         if dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=dtype)
@@ -155,8 +155,8 @@ class Translator:
             return out[0] if image.dim() == 3 else out
         if not isinstance(image, Image.Image):
             raise TypeError(f"expected a PIL image or a tensor, got {type(image).__name__}")
-        alpha = _alpha_of(image)
-        rgb = self.prepare(_rgb_of(image))
+        alpha = alpha_of(image)
+        rgb = self.prepare(to_rgb(image))
         out = tensor_to_pil(self.translate_tensor(pil_to_tensor(rgb)[None])[0])
         if alpha is not None:
             out.putalpha(alpha.resize(out.size, Image.Resampling.LANCZOS))
@@ -166,10 +166,10 @@ class Translator:
 def _check_settings(device: torch.device, precision: str, tile: int | None, tile_overlap: int,
                     batch_size: int | None) -> None:
     if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}; choose one of {', '.join(PRECISIONS)}")
+        raise invalid("precision", precision, "not a known precision", " / ".join(PRECISIONS))
     if precision == "fp16" and device.type != "cuda":
-        raise ValueError(f"precision='fp16' needs a CUDA device (got {device}); "
-                         "use bf16 or fp32 on CPU")
+        raise invalid("precision", precision, f"fp16 needs a CUDA device (got {device})",
+                      "use auto, bf16 or fp32 on CPU")
     if tile is not None:
         check_tiling(tile, tile_overlap, MIN_SIDE)
     if batch_size is not None and batch_size < 1:
@@ -203,20 +203,3 @@ def _as_group_norm(norm: nn.InstanceNorm2d) -> nn.GroupNorm:
     return group.train(norm.training).requires_grad_(False)
 
 
-def _alpha_of(image: Image.Image) -> Image.Image | None:
-    if image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info:
-        return image.convert("RGBA").getchannel("A")
-    return None
-
-
-def _rgb_of(image: Image.Image) -> Image.Image:
-    """8-bit RGB the way `load_image` makes it (alpha onto white, 16-bit scaled)."""
-    from cyclestyle.imageio import _to_rgb
-
-    return _to_rgb(image)
-
-
-def to_uint8_hwc(images: torch.Tensor) -> np.ndarray:
-    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8 numpy, rounded like tensor_to_pil."""
-    scaled = ((images.float().clamp(-1, 1) + 1) * 127.5).round()
-    return scaled.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

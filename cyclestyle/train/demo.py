@@ -20,8 +20,9 @@ from PIL import Image
 from skimage import color, data, filters, metrics
 
 from cyclestyle.atomic import write_text_atomic
-from cyclestyle.config import ExperimentConfig, apply_overrides, from_dict
-from cyclestyle.samples import save_image_atomic
+from cyclestyle.imageio import from_uint8, save_image_atomic, to_uint8
+from cyclestyle.options import read_yaml_mapping
+from cyclestyle.train.config import ExperimentConfig, apply_overrides, from_dict
 
 log = logging.getLogger(__name__)
 
@@ -33,23 +34,17 @@ POSTER_LEVELS = 6
 SATURATION = 2.0
 BRIGHTEN_GAMMA = 0.5
 
-# The demo's training config. configs/demo.yaml holds the same values (a test keeps them equal);
-# sized so that training takes about 6 minutes on 2 CPU cores.
-DEMO_CONFIG: dict = {
-    "output_dir": "run",
-    "data": {"image_size": 64, "load_size": CROP, "num_workers": 1},
-    "model": {
-        "generator": "unet_attn",
-        "generator_args": {"base_channels": 16, "channel_mults": [1, 2, 4], "depth": 3,
-                           "attention_resolutions": [8], "num_res_blocks": 1},
-        "discriminator": "patchgan",
-        "discriminator_args": {"base_channels": 16, "n_layers": 3},
-    },
-    "loss": {"lambda_perceptual": 0.0, "lambda_identity": 0.5, "lambda_cycle": 10.0},
-    "train": {"max_steps": 700, "batch_size": 4, "lr": 2e-4, "decay_start": 0.6,
-              "mixed_precision": "bf16",
-              "log_every": 50, "sample_every": 250, "checkpoint_every": 250, "seed": 0},
-}
+# The demo's training config is configs/demo.yaml, shipped inside the package (cyclestyle/configs
+# links to the top-level configs/ folder), so `cyclestyle demo` and `cyclestyle train
+# configs/demo.yaml` train the same model.
+DEMO_CONFIG_FILE = "demo.yaml"
+
+
+def shipped_config_path(name: str) -> Path:
+    """A config file shipped with the package (configs/NAME)."""
+    from importlib.resources import files
+
+    return Path(str(files("cyclestyle") / "configs" / name))
 
 
 def photo(name: str) -> np.ndarray:
@@ -116,17 +111,16 @@ def build_dataset(root: Path, per_photo: int = 40, held_out_per_photo: int = 12,
 
 
 def demo_config(output_dir: Path, dirs: dict[str, Path], overrides: list[str]) -> ExperimentConfig:
-    raw = json.loads(json.dumps(DEMO_CONFIG))  # deep copy
+    raw = read_yaml_mapping(shipped_config_path(DEMO_CONFIG_FILE))
     raw["output_dir"] = str(output_dir / "run")
-    raw["data"] |= {"domain_a": str(dirs["trainA"]), "domain_b": str(dirs["trainB"])}
+    raw.setdefault("data", {}).update(domain_a=str(dirs["trainA"]), domain_b=str(dirs["trainB"]))
     return from_dict(apply_overrides(raw, overrides)).validate()
 
 
 @torch.no_grad()
 def translate_arrays(g_ab: torch.nn.Module, images: list[np.ndarray]) -> list[np.ndarray]:
-    batch = torch.stack([torch.tensor(im).permute(2, 0, 1) for im in images]).float() / 127.5 - 1
-    out = g_ab(batch).clamp(-1, 1)
-    return [((o.permute(1, 2, 0) + 1) * 127.5).round().byte().numpy() for o in out]
+    batch = from_uint8(torch.stack([torch.from_numpy(im.copy()).permute(2, 0, 1) for im in images]))
+    return list(to_uint8(g_ab(batch)).numpy())
 
 
 def score(predictions: list[np.ndarray], truths: list[np.ndarray]) -> dict[str, float]:
@@ -140,7 +134,7 @@ def run_demo(output_dir: str | Path = "demo_out", overrides: list[str] | None = 
              resume: bool = False) -> Path:
     """Build data, train, evaluate on held-out photos; returns the report's path."""
     from cyclestyle.checkpoint import load_generators
-    from cyclestyle.train import train
+    from cyclestyle.train.trainer import train
 
     output_dir = Path(output_dir)
     started = time.perf_counter()

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
-from cyclestyle.config import ExperimentConfig
+from cyclestyle.train.config import ExperimentConfig
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class NonFiniteGuard:
                 f"training stopped at step {step}: {self.consecutive} steps in a row had "
                 f"non-finite losses (last: {named}); no update was applied for them and no "
                 "checkpoint was written after the last good one. Try a lower train.lr, "
-                "train.mixed_precision=no, or check the images; raise train.max_bad_steps to "
+                "train.precision=fp32, or check the images; raise train.max_bad_steps to "
                 "tolerate longer bad streaks.")
 
     def state_dict(self) -> dict[str, int]:
@@ -83,7 +83,7 @@ def assert_finite_parameters(models: dict[str, torch.nn.Module], step: int) -> N
                 raise NonFiniteLossError(
                     f"step {step}: parameter {name}.{pname} is not finite; not writing a "
                     "checkpoint so the earlier ones stay intact. Resume from the last good one "
-                    "with a lower train.lr or train.mixed_precision=no.")
+                    "with a lower train.lr or train.precision=fp32.")
 
 
 def build_training_fid(config: ExperimentConfig, device: torch.device):

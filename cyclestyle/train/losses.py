@@ -6,19 +6,17 @@ lambdas of `LossConfig` and owns the optimisation steps.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cyclestyle.vgg import VGGFeatures, vgg_layer_names
+from cyclestyle.models.vgg import VGGFeatures
+from cyclestyle.train.config import GAN_MODES, LossConfig
 
 __all__ = ["GAN_MODES", "GANLoss", "LossConfig", "PerceptualLoss", "cycle_loss", "identity_loss"]
 
-GAN_MODES = ("lsgan", "vanilla", "hinge")
 PERCEPTUAL_DISTANCES = ("l1", "l2")
 
 
@@ -128,60 +126,3 @@ class PerceptualLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"layer_weights={self.layer_weights}, distance={self.distance!r}"
-
-
-@dataclass
-class LossConfig:
-    """Loss choices and weights (the YAML `loss:` section maps onto these fields 1:1)."""
-
-    gan_mode: str = "lsgan"
-    lambda_cycle: float = 10.0
-    # Relative, as in the CycleGAN paper/code: the identity term is weighted
-    # lambda_identity * lambda_cycle (0.5 * 10 = 5 by default).
-    lambda_identity: float = 0.5
-    # Cycle-perceptual term: VGG distance between the reconstruction G_BA(G_AB(a)) and a.
-    lambda_perceptual: float = 1.0
-    # Content term: VGG distance between the translation G_AB(a) and its source a.
-    lambda_content: float = 0.0
-    # "torchvision", "random" (tests only) or a path; see cyclestyle.vgg.VGGFeatures.
-    vgg_weights: str = "torchvision"
-    # Up to relu3_1 so that the offline prefix weights (vgg19_normalised_to_relu3_1.pth) suffice.
-    perceptual_layers: list[str] = field(default_factory=lambda: ["relu1_1", "relu2_1", "relu3_1"])
-
-    @property
-    def needs_vgg(self) -> bool:
-        """Whether any VGG-based term is switched on (else no VGG needs loading)."""
-        return self.lambda_perceptual > 0 or self.lambda_content > 0
-
-    def validate(self) -> None:
-        """Raise ValueError naming every bad key (e.g. `loss.gan_mode`) and what would be valid."""
-        problems = []
-        if self.gan_mode not in GAN_MODES:
-            problems.append(
-                f"loss.gan_mode must be one of {list(GAN_MODES)}, got {self.gan_mode!r}"
-            )
-        for key in ("lambda_cycle", "lambda_identity", "lambda_perceptual", "lambda_content"):
-            value = getattr(self, key)
-            is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if not is_number or not math.isfinite(value) or value < 0:
-                problems.append(f"loss.{key} must be a finite number >= 0, got {value!r}")
-        if not isinstance(self.vgg_weights, str) or not self.vgg_weights:
-            problems.append(
-                "loss.vgg_weights must be 'torchvision', 'random' or a path to a .pth state dict, "
-                f"got {self.vgg_weights!r}"
-            )
-        problems += self._layer_problems()
-        if problems:
-            raise ValueError("invalid loss config: " + "; ".join(problems))
-
-    def _layer_problems(self) -> list[str]:
-        layers = self.perceptual_layers
-        if isinstance(layers, str) or not isinstance(layers, (list, tuple)) or not layers:
-            return [
-                f"loss.perceptual_layers must be a non-empty list of VGG19 layer names, got {layers!r}"
-            ]
-        valid = vgg_layer_names()
-        unknown = [layer for layer in layers if layer not in valid]
-        if unknown:
-            return [f"loss.perceptual_layers has unknown layer(s) {unknown}; valid: {valid}"]
-        return []

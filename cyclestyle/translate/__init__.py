@@ -1,0 +1,20 @@
+"""Translation with a trained generator: the Translator, the folder runner, its writer,
+tiling, export, and the `translate`/`export` commands.
+
+    from cyclestyle.translate import Translator
+    Translator.from_checkpoint("runs/p2p").translate(image)
+
+Exports load on first use, so `cyclestyle translate --help` does not import torch.
+"""
+
+from cyclestyle._lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "Translator": "cyclestyle.translate.translator",
+    "to_fast_cpu_layout": "cyclestyle.translate.translator",
+    "plan_jobs": "cyclestyle.translate.runner",
+    "translate_files": "cyclestyle.translate.runner",
+    "export_generator": "cyclestyle.translate.export",
+    "load_exported": "cyclestyle.translate.export",
+    "TranslateOptions": "cyclestyle.translate.options",
+})

@@ -1,0 +1,79 @@
+"""The options of `cyclestyle translate` and `cyclestyle export`, each written once.
+
+Field, flag (`tile_overlap` -> `--tile-overlap`), default and help come from these dataclasses;
+`validate` checks them in the package's one error grammar. No torch at import time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cyclestyle.imageio import MAX_IMAGE_PIXELS
+from cyclestyle.options import check, option
+from cyclestyle.runtime import PRECISIONS
+
+DIRECTIONS = ("a2b", "b2a")
+OUTPUT_FORMATS = ("same", "png", "jpg")
+EXPORT_FORMATS = ("onnx", "torchscript")
+MIN_SIDE = 8  # smaller images carry too little content to translate
+TOLERANCE = 1e-4  # export: max |exported - PyTorch| on [-1, 1] outputs, float32
+
+
+@dataclass
+class TranslateOptions:
+    checkpoint: str = option(help="checkpoint file or run folder")
+    input: str = option(help="an image, a folder, or a text file listing one image path per line")
+    output: str = option(help="folder for the translated images")
+    direction: str = option("a2b", help="a2b uses G_AB, b2a uses G_BA", choices=DIRECTIONS)
+    batch_size: int | None = option(None, help="images (or tiles) of equal size per forward "
+                                    "pass (default: 1 on CPU, where larger batches measured "
+                                    "slower, 4 on GPU)")
+    size: int | None = option(None, help="rescale so the long side is N pixels", metavar="N")
+    max_size: int | None = option(None, help="shrink images whose long side exceeds N",
+                                  metavar="N")
+    tile: int | None = option(None, help="translate images larger than N pixels in NxN tiles, "
+                              "blended (for images that do not fit in memory)", metavar="N")
+    tile_overlap: int = option(64, help="pixels shared by neighbouring tiles")
+    skip_existing: bool = option(False, help="count outputs that already exist as done (resume "
+                                 "a stopped run); empty or undecodable ones are translated again")
+    overwrite: bool = option(False, help="replace outputs that already exist (never an input; "
+                             "without this or --skip-existing they are left alone and reported)")
+    format: str = option("same", help="output file type; 'same' keeps each input's",
+                         choices=OUTPUT_FORMATS)
+    device: str | None = option(None, help="cuda, cuda:1, cpu, ... (default: cuda if available)")
+    precision: str = option("auto", help="fp32, bf16, fp16 (CUDA only) or auto: bf16 where the "
+                            "hardware has it natively, else fp32", choices=PRECISIONS)
+    workers: int | None = option(None, help="decoding processes (default on CPU: none with 2 "
+                                 "cores or fewer, else up to 4)")
+    max_pixels: int | None = option(None, help="refuse images with more pixels, a guard against "
+                                    f"decompression bombs (default: {MAX_IMAGE_PIXELS:,}; 0 = no "
+                                    "limit)")
+    allow_inside_input: bool = option(False, help="allow --output inside the input folder (a "
+                                      "file's folder, every listed file's folder); inputs are "
+                                      "never replaced")
+    progress: bool = option(True, help="show a progress bar")
+
+    def validate(self) -> TranslateOptions:
+        check(self.size is None or self.max_size is None, "--size", self.size,
+              "given together with --max-size", "give one of them")
+        for flag, value in (("--size", self.size), ("--max-size", self.max_size)):
+            check(value is None or value >= MIN_SIDE, flag, value, f"below {MIN_SIDE} pixels",
+                  f"expected an integer >= {MIN_SIDE}")
+        check(self.batch_size is None or self.batch_size >= 1, "--batch-size", self.batch_size,
+              "below 1", "expected an integer >= 1")
+        check(self.workers is None or self.workers >= 0, "--workers", self.workers, "below 0",
+              "expected an integer >= 0")
+        check(self.max_pixels is None or self.max_pixels >= 0, "--max-pixels", self.max_pixels,
+              "below 0", "expected an integer >= 0 (0 = no limit)")
+        check(not (self.overwrite and self.skip_existing), "--overwrite", True,
+              "given together with --skip-existing", "give one of them")
+        return self
+
+
+@dataclass
+class ExportOptions:
+    checkpoint: str = option(help="checkpoint file or run folder")
+    output: str = option(help="file to write, e.g. g_ab.onnx or g_ab.pt")
+    direction: str = option("a2b", help="a2b exports G_AB, b2a exports G_BA", choices=DIRECTIONS)
+    format: str = option("onnx", help="file type", choices=EXPORT_FORMATS)
+    overwrite: bool = option(False, help="replace --output if it exists")

@@ -1,0 +1,25 @@
+"""Helpers shared by the tests: `from tests.helpers import tiny_config, write_images`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scripts.synthetic import write_images
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "tiny.yaml"  # a few-second CPU model
+
+__all__ = ["REPO", "TINY", "tiny_config", "tiny_overrides", "write_images"]
+
+
+def tiny_overrides(dirs, output_dir, *overrides: str) -> list[str]:
+    """`--set` values that point configs/tiny.yaml at two image folders and a run folder."""
+    return [f"data.domain_a={dirs[0]}", f"data.domain_b={dirs[1]}", f"output_dir={output_dir}",
+            "train.progress=false", *overrides]
+
+
+def tiny_config(dirs, output_dir, *overrides: str):
+    """configs/tiny.yaml on `dirs` (A, B) writing to `output_dir`, validated."""
+    from cyclestyle.train.config import load_config
+
+    return load_config(TINY, tiny_overrides(dirs, output_dir, *overrides))
