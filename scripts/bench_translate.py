@@ -68,11 +68,12 @@ def model_config(model: str, attention: bool = True):
 
 def make_checkpoint(folder: Path, model: str, attention: bool = True) -> dict:
     """A checkpoint of `model` (seeded random weights: speed and memory do not depend on them)."""
-    from cyclestyle.checkpoint import build_generators, plain_state_dict, save_checkpoint
+    from cyclestyle.checkpoint import plain_state_dict, save_checkpoint
+    from cyclestyle.models.factory import build_generators
 
     config = model_config(model, attention)
     torch.manual_seed(0)
-    g_ab, g_ba = build_generators(config)
+    g_ab, g_ba = build_generators(config.model)
     models = {"g_ab": plain_state_dict(g_ab), "g_ba": plain_state_dict(g_ba)}
     save_checkpoint({"config": config.to_dict(), "models": models}, folder, step=1, keep=1)
     return {"checkpoint": str(folder), "model": model, "source": MODELS[model] or "defaults",

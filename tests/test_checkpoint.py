@@ -143,6 +143,7 @@ def test_a_file_that_is_no_torch_save_file_gets_our_message(tmp_path, content):
     assert "weights_only" not in message and "\n" not in message
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.\\w+` is deprecated:FutureWarning")
 def test_empty_truncated_and_torchscript_files_get_their_own_message(tmp_path):
     empty = tmp_path / "empty.pt"
     empty.write_bytes(b"")

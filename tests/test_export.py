@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-from cyclestyle.translate import export
-from cyclestyle.checkpoint import build_generators, plain_state_dict, save_checkpoint
+from cyclestyle.checkpoint import plain_state_dict, save_checkpoint
 from cyclestyle.cli import main
-from cyclestyle.train.config import load_config
 from cyclestyle.models import list_generators
+from cyclestyle.models.factory import build_generators
+from cyclestyle.train.config import load_config
+from cyclestyle.translate import export
 
 REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-4
@@ -40,7 +41,7 @@ def make_checkpoint(folder: Path, generator: str) -> tuple[Path, torch.nn.Module
     args = json.dumps(TINY_ARGS.get(generator, {}))
     config = load_config(None, [f"model.generator={generator}", f"model.generator_args={args}"])
     torch.manual_seed(0)
-    g_ab, g_ba = build_generators(config)
+    g_ab, g_ba = build_generators(config.model)
     with torch.no_grad():
         for param in [*g_ab.parameters(), *g_ba.parameters()]:
             param.add_(0.1 * torch.randn_like(param))
@@ -147,6 +148,93 @@ def test_an_export_that_drifts_beyond_the_tolerance_is_refused(resnet_run, tmp_p
     with pytest.raises(RuntimeError, match=r"differs from PyTorch by up to 2\.0\de-04"):
         export.export_generator(g_ab, tmp_path / "g.pt", "torchscript")
     assert list(tmp_path.iterdir()) == []  # neither the file nor its temp file
+
+
+def test_the_check_runs_at_another_batch_and_size_than_the_export_example(resnet_run,
+                                                                         tmp_path, monkeypatch):
+    """A check at the example's own shape would pass an ONNX graph specialised to it."""
+    pytest.importorskip("onnxruntime")
+    _, g_ab, _ = resnet_run
+    traced, checked = [], []
+    onnx_export, loader = torch.onnx.export, export.load_exported
+
+    def spy_export(model, args, *rest, **kwargs):
+        traced.append(tuple(args[0].shape))
+        return onnx_export(model, args, *rest, **kwargs)
+
+    def spy_load(path):
+        translate = loader(path)
+
+        def run(x):
+            checked.append(tuple(x.shape))
+            return translate(x)
+        return run
+
+    monkeypatch.setattr(torch.onnx, "export", spy_export)
+    monkeypatch.setattr(export, "load_exported", spy_load)
+    report = export.export_generator(g_ab, tmp_path / "g.onnx", "onnx")
+    (example,), (check,) = traced, checked
+    stride = g_ab.stride
+    assert check[0] > 1 and check[0] != example[0]  # another batch size: the batch axis is free
+    assert check[2] != example[2] and check[3] != example[3] and check[2] != check[3]
+    assert check[2] % stride and check[3] % stride  # no stride multiple: run_onnx pads
+    assert report.max_abs_diff is not None and report.max_abs_diff <= TOLERANCE
+
+
+@pytest.mark.parametrize("case", ["torchscript", "onnx-without-onnxruntime", "exported-nan"])
+def test_a_generator_or_export_that_outputs_nan_is_refused(resnet_run, tmp_path, monkeypatch,
+                                                           case):
+    import copy
+    import sys
+
+    generator = copy.deepcopy(resnet_run[1])
+    fmt = "onnx" if case.startswith("onnx") else "torchscript"
+    if case == "exported-nan":  # PyTorch is fine; the exported file is not
+        loader = export.load_exported
+        monkeypatch.setattr(export, "load_exported",
+                            lambda path: lambda x: loader(path)(x) * float("nan"))
+        expected = "the exported model outputs NaN or inf"
+    else:
+        with torch.no_grad():
+            next(generator.parameters()).view(-1)[0] = float("nan")
+        expected = r"generator 'resnet' outputs NaN or inf on a \(2, 3, "
+    if case == "onnx-without-onnxruntime":  # the comparison is skipped; the NaN check is not
+        monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(RuntimeError, match=expected):
+        export.export_generator(generator, tmp_path / f"g.{fmt}", fmt)
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its temp file
+
+
+def test_a_users_dot_tmp_file_beside_the_output_survives_an_export(resnet_run, tmp_path):
+    """Export once wrote through the fixed name `.NAME.tmp`, replacing then deleting a user's
+    file of that name; temp names are now unique (cyclestyle.atomic.atomic_path)."""
+    output = tmp_path / "g_ab.pt"
+    users = tmp_path / ".g_ab.pt.tmp"
+    users.write_bytes(b"the user's notes")
+    assert export_cli(resnet_run[0], output, "torchscript") == 0
+    assert users.read_bytes() == b"the user's notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".g_ab.pt.tmp", "g_ab.pt"]
+
+
+def test_two_exports_to_one_path_do_not_collide(resnet_run, tmp_path, monkeypatch):
+    """A second export to the same file runs while the first is being checked, as two
+    processes may interleave: each has its own temp file, both succeed, one whole file stays."""
+    generator = resnet_run[1]
+    output = tmp_path / "g.pt"
+    verify, checked = export._verify, []
+
+    def interleaved(path, images, expected):
+        checked.append(path)
+        if len(checked) == 1:  # the first export's file is written, not yet renamed
+            export.export_generator(generator, output, "torchscript", overwrite=True)
+        return verify(path, images, expected)
+
+    monkeypatch.setattr(export, "_verify", interleaved)
+    export.export_generator(generator, output, "torchscript", overwrite=True)
+    assert len(set(checked)) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["g.pt"]
+    x = images(1, 20, 28)
+    assert (export.load_exported(output)(x) - pytorch(generator, x)).abs().max() <= TOLERANCE
 
 
 # ---------------------------------------------------------------- errors and help

@@ -21,9 +21,9 @@ import pytest
 import torch
 from PIL import Image
 
+from cyclestyle.imageio import ImageLoadError, load_image, max_image_pixels, set_max_image_pixels
 from cyclestyle.train.config import ConfigError, load_config
 from cyclestyle.train.data import UnpairedDataset, find_images
-from cyclestyle.imageio import ImageLoadError, load_image, max_image_pixels, set_max_image_pixels
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -217,7 +217,7 @@ def test_max_image_pixels_option(tmp_path):
     with pytest.raises(ValueError, match=">= 0"):
         set_max_image_pixels(-1)
     assert load_config(None).data.max_image_pixels == 178_956_970
-    with pytest.raises(ConfigError, match=r"data\.max_image_pixels: invalid value -5.*0 = no limit"):
+    with pytest.raises(ConfigError, match=r"data\.max_image_pixels: -5 is invalid: .*0 = no limit"):
         load_config(None, ["data.max_image_pixels=-5"])
 
 
@@ -275,8 +275,8 @@ def test_train_cli_stops_with_the_file_named(tmp_path, capsys):
 # ---- the translate command ------------------------------------------------------------------
 
 def test_translate_reports_every_bad_file_and_translates_the_rest(tmp_path):
-    from cyclestyle.translate.runner import plan_jobs, translate_files
     from cyclestyle.models import create_generator
+    from cyclestyle.translate.runner import plan_jobs, translate_files
     from cyclestyle.translate.translator import Translator
 
     expected = make_zoo(tmp_path / "zoo")
@@ -293,3 +293,35 @@ def test_translate_reports_every_bad_file_and_translates_the_rest(tmp_path):
     assert summary.translated == sum(expected.values())
     assert "decompression bomb" in failed["bomb_100000x100000.png"]
     assert all(reason for reason in failed.values())
+
+
+def _gif_bytes() -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    _noise().save(buffer, format="GIF")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("name", "content", "why"), [
+    ("anim.gif", _gif_bytes(), "a .gif image, which translate does not read"),
+    ("photos", b"\0\x01" + random.Random(7).randbytes(2000), "binary content"),
+    ("list.txt", _encoded("PNG"), "binary content"),
+    ("latin1.txt", "caf\xe9.png\n".encode("latin-1"), r"not UTF-8 text \(byte 0xe9 at offset 3\)"),
+], ids=["gif", "binary", "png-named-txt", "latin-1-list"])
+def test_translate_input_neither_supported_image_nor_text_list_is_one_line(tmp_path, capsys,
+                                                                           name, content, why):
+    """`--input anim.gif` was read as a list file and failed with "embedded null byte"."""
+    import re
+
+    from cyclestyle.cli import main
+
+    path = tmp_path / name
+    path.write_bytes(content)
+    code = main(["translate", "--checkpoint", str(tmp_path / "never_loaded.pt"), "--input",
+                 str(path), "--output", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "Traceback" not in err, err
+    assert re.search(f"--input: {re.escape(repr(str(path)))} is invalid: {why}", err), err
+    assert ".jpg, .jpeg, .png" in err and "null byte" not in err
+    assert not (tmp_path / "out").exists()

@@ -458,6 +458,14 @@ def test_pad_to_multiple_round_trips_and_handles_tiny_images():
     assert same.shape[-2:] == (32, 32)
 
 
+def test_pad_to_multiple_centres_the_image_when_top_and_left_padding_differ():
+    x = torch.randn(1, 3, 67, 141)
+    padded, crop = pad_to_multiple(x, 16)
+    assert (crop.top, crop.left) == (6, 1)  # 13 rows: 6 above, 7 below; 3 columns: 1 and 2
+    assert torch.equal(padded[..., 6:73, 1:142], x)
+    assert torch.equal(crop_to(padded, crop), x)
+
+
 def test_group_count_divides_channels():
     assert [group_count(c) for c in (64, 256, 8, 3, 1, 96)] == [32, 32, 4, 1, 1, 32]
 

@@ -16,12 +16,13 @@ import pytest
 import torch
 from PIL import Image
 
-from cyclestyle.translate.runner import plan_jobs, translate_files
 from cyclestyle.cli import main
 from cyclestyle.models import create_generator, list_generators
+from cyclestyle.models.layers import pad_to_multiple
+from cyclestyle.runtime import retain_freed_memory
+from cyclestyle.translate.runner import plan_jobs, translate_files
 from cyclestyle.translate.tiling import blend_window, tile_starts, tiled_apply
 from cyclestyle.translate.translator import Translator, to_fast_cpu_layout
-from cyclestyle.runtime import retain_freed_memory
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,10 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A tiny unet_attn CycleGAN trained for 2 steps (about 2 s)."""
-    from tests.helpers import write_images
-
     from cyclestyle.train.config import load_config
     from cyclestyle.train.trainer import Trainer
+    from tests.helpers import write_images
 
     root = tmp_path_factory.mktemp("ckpt")
     a, b = write_images(root / "A", 3, seed=1), write_images(root / "B", 3, seed=2)
@@ -96,6 +96,34 @@ def test_translator_keeps_odd_sizes_and_accepts_tensors(checkpoint):
     assert torch.allclose(translator.translate(batch[0]), result[0], atol=1e-5)
 
 
+def test_translator_keeps_the_alpha_of_an_rgba_pil_image():
+    image = photo(41, 29, mode="RGBA")
+    alpha = np.tile(np.linspace(0, 255, 41, dtype=np.uint8), (29, 1))
+    image.putalpha(Image.fromarray(alpha, "L"))
+    out = Translator(conv_only_generator(), device="cpu").translate(image)
+    assert out.mode == "RGBA" and out.size == (41, 29)
+    assert np.array_equal(np.asarray(out.getchannel("A")), alpha)
+    smaller = Translator(conv_only_generator(), device="cpu", size=20).translate(image)
+    assert smaller.mode == "RGBA" and smaller.size == (20, 14)  # the alpha is rescaled too
+
+
+@pytest.mark.parametrize(("height", "width"), [(9, 11), (67, 141)])
+def test_padding_is_undone_in_place_when_top_and_left_padding_differ(height, width):
+    """An identity network inside the ResNet generator's pad-to-stride and crop: the output is
+    the input pixel for pixel only if the crop puts rows and columns back where they were (a
+    crop taking the top offset for the left one passes when both are equal)."""
+    generator = create_generator("resnet", base_channels=1, n_blocks=1)
+    generator.net = torch.nn.Identity()
+    stride = generator.stride
+    _, crop = pad_to_multiple(torch.zeros(1, 3, height, width), stride, min_size=2 * stride)
+    assert crop.top != crop.left
+    x = torch.rand(2, 3, height, width) * 2 - 1
+    assert torch.equal(generator(x), x)
+    image = photo(width, height)
+    out = Translator(generator, device="cpu").translate(image)
+    assert np.array_equal(np.asarray(out), np.asarray(image))
+
+
 def test_translator_rejects_tiny_images_and_bad_settings(checkpoint):
     translator = Translator.from_checkpoint(checkpoint, device="cpu")
     with pytest.raises(ValueError, match=r"1x1; cyclestyle translates images of at least 8x8"):
@@ -129,7 +157,8 @@ def test_fast_cpu_layout_translates_like_the_plain_generator(name):
     images = torch.rand(2, 3, 37, 45) * 2 - 1
     with torch.inference_mode():
         expected = plain(images)
-    got = Translator(fast, device="cpu", channels_last=True).translate(images)
+    # fp32: `auto` is bf16 on a CPU with native bf16, which would hide nothing here.
+    got = Translator(fast, device="cpu", channels_last=True, precision="fp32").translate(images)
     assert expected.std() > 0.05 and (got - expected).abs().max() <= 1e-4
 
 
@@ -149,7 +178,8 @@ def test_glibc_is_asked_to_keep_freed_memory():
 
 def test_bf16_autocast_on_cpu_stays_close_to_fp32(checkpoint):
     image = photo(48, 40)
-    fp32 = np.asarray(Translator.from_checkpoint(checkpoint, device="cpu").translate(image))
+    fp32 = np.asarray(Translator.from_checkpoint(checkpoint, device="cpu",
+                                                 precision="fp32").translate(image))
     bf16 = Translator.from_checkpoint(checkpoint, device="cpu", precision="bf16").translate(image)
     assert np.abs(fp32.astype(int) - np.asarray(bf16).astype(int)).mean() < 8
 
@@ -282,7 +312,8 @@ def test_skip_existing_resumes_where_a_run_stopped(checkpoint, tmp_path, capsys)
 def test_workers_buckets_and_streams_give_the_same_images_as_one_by_one(checkpoint, tmp_path,
                                                                          streams):
     inp = make_folder(tmp_path / "in", 7)
-    translator = Translator.from_checkpoint(checkpoint, device="cpu", batch_size=3)
+    translator = Translator.from_checkpoint(checkpoint, device="cpu", batch_size=3,
+                                            precision="fp32")  # auto may pick bf16
     jobs = plan_jobs(inp, tmp_path / "out", fmt="png")
     threads = torch.get_num_threads()
     summary = translate_files(translator, jobs, num_workers=2, progress=False, streams=streams)
@@ -337,6 +368,10 @@ def test_sigterm_stops_cleanly_and_skip_existing_finishes(checkpoint, tmp_path, 
     assert process.returncode == 1, log
     assert "interrupted: rerun the same command with --skip-existing" in log
     assert "Traceback" not in log
+    # The warning the signal prints speaks of translation, not of training's checkpoint.
+    received = next(line for line in log.splitlines() if " received: " in line)
+    assert received.endswith(f"{signal.Signals(signum).name} received: finishing the images in "
+                             "flight, then stopping") and "checkpoint" not in received
     files = [p for p in out.rglob("*") if p.is_file()]
     assert 5 <= len(files) < 60, "the run should have stopped mid-way"
     assert not any(p.name.startswith(".") for p in files)  # in-flight writes were finished

@@ -135,28 +135,40 @@ def plan_jobs(input_path: str | os.PathLike, output_dir: str | os.PathLike, fmt:
               unreadable: list[Path] | None = None) -> list[Job]:
     """One Job per input image, with the safety checks; raises ValueError before any work.
 
+    No output may land in an input folder (the folder given, a file's folder, any listed
+    file's folder) unless `allow_inside_input`, and none may replace an input, ever.
     Sub-folders of a folder input that cannot be listed are appended to `unreadable`.
     """
     files, root, input_dirs = list_inputs(input_path, unreadable)
     is_folder = Path(input_path).expanduser().is_dir()
     out = Path(output_dir).expanduser().resolve()
-    inside = next((d for d in input_dirs if out.is_relative_to(d)), None)
-    if inside is not None:
-        if not allow_inside_input:
-            whose = "" if is_folder else f" (the folder of input {_an_input_in(files, inside)})"
-            raise invalid("--output", str(out), f"inside the input folder {inside}{whose}",
-                          "choose a folder outside the input tree, or pass "
-                          "--allow-inside-input (inputs are never replaced)")
-        if is_folder and out != inside:
-            # A sub-folder of a folder input: its files are earlier outputs, not inputs.
-            files = [f for f in files if not f.resolve().is_relative_to(out)]
+    if is_folder and allow_inside_input and out != input_dirs[0] and out.is_relative_to(
+            input_dirs[0]):  # a sub-folder of the input: its files are earlier outputs
+        files = [f for f in files if not f.resolve().is_relative_to(out)]
     jobs = [Job(f, out / output_name(_relative(f, root), fmt)) for f in files]
+    if not allow_inside_input:
+        _check_outside_inputs(jobs, input_dirs, out, None if is_folder else files)
     _check_no_overwrite(jobs)
     return jobs
 
 
-def _an_input_in(files: list[Path], folder: Path) -> Path:
-    return next(f for f in files if f.parent.resolve() == folder)
+def _check_outside_inputs(jobs: list[Job], input_dirs: list[Path], out: Path,
+                          files: list[Path] | None) -> None:
+    """Refuse the first output whose folder is, or lies under, an input folder."""
+    dirs, checked = set(input_dirs), set()
+    for job in jobs:
+        if job.target.parent in checked:  # many outputs share a folder
+            continue
+        checked.add(job.target.parent)
+        folder = job.target.parent.resolve()
+        inside = next((d for d in (folder, *folder.parents) if d in dirs), None)
+        if inside is None:
+            continue
+        whose = "" if files is None else " (the folder of input " + str(
+            next(f for f in files if f.parent.resolve() == inside)) + ")"
+        raise invalid("--output", str(out), f"it would write {job.target} inside the input "
+                      f"folder {inside}{whose}", "choose a folder outside the input tree, or "
+                      "pass --allow-inside-input (inputs are never replaced)")
 
 
 def _relative(path: Path, root: Path) -> Path:
