@@ -88,8 +88,8 @@ CASES = {
                              "data.root={tmp}/empty"],
                             r"data\.root: expected .*trainA .*does not exist"),
     "resume from a corrupt file": (["--resume", "{tmp}/corrupt.pt"],
-                                   r"cannot load checkpoint .*corrupt\.pt.*truncated file means "
-                                   r"an interrupted copy"),
+                                   r"corrupt\.pt is damaged and cannot be read .*a truncated "
+                                   r"file usually means an interrupted copy"),
     "resume when every checkpoint is corrupt": (
         ["--resume", "--set", "output_dir={tmp}/broken_run"],
         r"--resume: no checkpoint in .*broken_run/checkpoints can be loaded "

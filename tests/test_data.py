@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import struct
 import warnings
 import zlib
@@ -85,7 +86,8 @@ def test_image_load_error_survives_pickling():
 def test_decompression_bomb_limit_is_an_error_with_advice(tmp_path):
     path = write_noise(tmp_path / "big.png", 40, 30)
     limit_before = Image.MAX_IMAGE_PIXELS
-    with pytest.raises(ImageLoadError, match=r"40x30 = 1,200 pixels.*MAX_IMAGE_PIXELS"):
+    with pytest.raises(ImageLoadError, match=r"40x30 = 1,200 pixels is above the limit of 1,000 "
+                                             r"pixels.*raise the limit: data\.max_image_pixels"):
         load_image(path, max_pixels=1000)
     assert limit_before == Image.MAX_IMAGE_PIXELS
     assert load_image(path, max_pixels=1200).size == (40, 30)
@@ -441,3 +443,82 @@ def test_every_shared_photo_and_painting_loads(shared_photo_dir, shared_painting
         seen_a.add(Path(item["path_a"]))
         seen_b.add(Path(item["path_b"]))
     assert seen_a == set(photos) and seen_b == set(paintings)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loader: errors from workers, unreadable folders
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_a_worker_raises_the_same_one_line_error_as_the_main_process(tmp_path, domains, skip):
+    """A worker's exception reaches the main process re-created around the worker's whole
+    traceback; the loader hands back the original error instead, whatever num_workers is."""
+    files_a, files_b = domains
+    bad = [tmp_path / "bad0.png", tmp_path / "bad1.png"]
+    for path in bad:
+        path.write_bytes(b"not an image")
+    if skip:  # every file of B bad: the ValueError that ends a skipping run
+        files = (files_a, bad)
+    else:
+        files = ([bad[0]], files_b)
+    errors = []
+    for num_workers in (0, 2):
+        dataset = UnpairedDataset(*files, image_size=16, skip_bad_images=skip)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with pytest.raises(ValueError) as info:
+                take_batches(dataset, start_step=0, steps=1, num_workers=num_workers)
+        errors.append(info.value)
+    assert type(errors[0]) is type(errors[1])
+    assert str(errors[1]) == str(errors[0]) and "\n" not in str(errors[1])
+    assert "DataLoader worker" not in str(errors[1]) and "Traceback" not in str(errors[1])
+    if not skip:
+        assert isinstance(errors[1], ImageLoadError) and errors[1].path == bad[0]
+        assert "bad0.png" in str(errors[1]) and "data.skip_bad_images=true" in str(errors[1])
+
+
+def test_the_cli_reports_a_bad_image_in_one_line_with_workers(tmp_path, image_dirs, capsys):
+    from cyclestyle.cli import main
+    from tests.helpers import TINY, tiny_overrides
+
+    (image_dirs[0] / "broken.png").write_bytes(b"not an image")
+    args = ["train", str(TINY)]
+    for item in tiny_overrides(image_dirs, tmp_path / "run", "data.num_workers=2",
+                               "train.max_steps=5"):
+        args += ["--set", item]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "broken.png" in err[0] and "DataLoader worker" not in err[0], err
+    assert "Traceback" not in err[0]
+
+
+def test_unreadable_sub_folders_are_reported(tmp_path, monkeypatch):
+    """A sub-folder that cannot be listed (permissions) is warned about and counted, and the
+    trainer logs the count; monkeypatched, as root can list any folder."""
+    import os
+
+    from cyclestyle.train.data import find_domain_images
+
+    a = tmp_path / "A"
+    write_noise(a / "x.png")
+    write_noise(a / "locked" / "y.png")
+    write_noise(tmp_path / "B" / "z.png")
+    scandir = os.scandir
+
+    def refuse_locked(path):
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse_locked)
+    unreadable = []
+    files_a, files_b = find_domain_images(str(a), str(tmp_path / "B"), unreadable=unreadable)
+    assert unreadable == [a / "locked"] and files_a == [a / "x.png"]
+
+    from cyclestyle.train.trainer import Trainer
+    from tests.helpers import tiny_config
+
+    out = tmp_path / "run"
+    Trainer(tiny_config((a, tmp_path / "B"), out, "train.max_steps=1", "train.log_every=1")).fit()
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["unreadable_folders"] == 1

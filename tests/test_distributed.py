@@ -75,6 +75,9 @@ def test_two_processes_are_one_job_over_different_images(image_dirs, tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["world_size"] == 2
     assert ckpt.load_checkpoint(tmp_path / "ddp")["world_size"] == 2
+    # Only the main process took output_dir's lock (rank 1 would have found it held), and it
+    # was released at the end.
+    assert not (tmp_path / "ddp" / ".cyclestyle.lock").exists()
 
 
 def test_two_process_resume_is_exact(image_dirs, tmp_path):

@@ -10,7 +10,6 @@ so is the fall of the cycle loss.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,13 +17,13 @@ import pytest
 import torch
 
 from cyclestyle import checkpoint as ckpt
+from cyclestyle.options import ConfigError
 from cyclestyle.train.config import load_config
+from cyclestyle.train.monitor import LOCK_NAME
 from cyclestyle.train.trainer import Trainer, lr_factor
 from tests.helpers import TINY, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
-
-
 
 def final_params(output_dir) -> dict[str, torch.Tensor]:
     state = ckpt.load_checkpoint(output_dir)
@@ -65,11 +67,16 @@ def test_training_changes_weights_and_lowers_cycle_loss(image_dirs, tmp_path):
     assert rows[-1]["cycle"] < rows[0]["cycle"]
 
 
-def test_resume_is_exact(image_dirs, tmp_path):
+@pytest.mark.parametrize("extra", [[], ["train.grad_accum_steps=2"],
+                                   ["model.generator_args.dropout=0.5"]],
+                         ids=["plain", "grad_accum", "dropout"])
+def test_resume_is_exact(image_dirs, tmp_path, extra):
     """N steps in one run == N/2 steps, a new Trainer from the checkpoint, N/2 (on CPU, where
-    kernels are deterministic; cuDNN's are not, even on the same GPU)."""
+    kernels are deterministic; cuDNN's are not, even on the same GPU). Also with gradient
+    accumulation (the stream is indexed by micro-step) and with dropout (it draws from the
+    global RNG, whose state the checkpoint carries)."""
     common = ["train.cpu=true", "train.max_steps=6", "train.checkpoint_every=3", "train.keep_checkpoints=5",
-              "train.decay_start=2", "train.pool_size=2", "train.batch_size=2"]
+              "train.decay_start=2", "train.pool_size=2", "train.batch_size=2", *extra]
     full = tmp_path / "full"
     Trainer(tiny_config(image_dirs, full, *common)).fit()
     half = tmp_path / "half"
@@ -188,9 +195,9 @@ def test_sigterm_checkpoints_and_exits(image_dirs, tmp_path):
     assert 3 <= ckpt.load_checkpoint(out)["step"] < 100000
 
 
-def test_cli_errors_are_clear(tmp_path):
+def test_cli_errors_are_clear(image_dirs, tmp_path):
     proc = _cli("train", str(TINY), "--set", f"data.domain_a={tmp_path / 'nowhere'}", "--set",
-                f"data.domain_b={tmp_path}", "--set", f"output_dir={tmp_path / 'o'}")
+                f"data.domain_b={image_dirs[1]}", "--set", f"output_dir={tmp_path / 'o'}")
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 2
     assert "nowhere" in out and "Traceback" not in out
@@ -223,3 +230,137 @@ def test_a_new_run_refuses_to_overwrite_an_earlier_runs_checkpoints(image_dirs, 
     with pytest.raises(ValueError, match=r"already holds checkpoints .*step_00000001\.pt.*--resume"):
         Trainer(tiny_config(image_dirs, out, "train.max_steps=1"))
     assert path.read_bytes() == before
+
+
+# --- one run per output_dir ------------------------------------------------------------------
+
+def _lock_of(pid: int, output_dir: Path) -> Path:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / LOCK_NAME
+    path.write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "token": "other"}))
+    return path
+
+
+def test_a_second_run_on_a_locked_output_dir_is_refused(image_dirs, tmp_path):
+    """Before the first checkpoint exists, only the lock keeps a second run out."""
+    out = tmp_path / "run"
+    first = Trainer(tiny_config(image_dirs, out, "train.max_steps=1"))
+    lock = json.loads((out / LOCK_NAME).read_text())
+    assert lock["pid"] == os.getpid() and lock["host"] == socket.gethostname()
+    with pytest.raises(ConfigError, match=rf"output_dir {out} is locked by PID {os.getpid()} "
+                                          rf"on host {socket.gethostname()}"):
+        Trainer(tiny_config(image_dirs, out, "train.max_steps=1"))
+    first.fit()
+    assert not (out / LOCK_NAME).exists()  # released at the end of the run
+    with pytest.raises(ConfigError, match="already holds checkpoints"):  # the lock is free again
+        Trainer(tiny_config(image_dirs, out, "train.max_steps=1"))
+    assert not (out / LOCK_NAME).exists()  # and released by a Trainer that failed to start
+
+
+def test_a_live_process_lock_is_refused_and_a_dead_ones_taken_over(image_dirs, tmp_path, caplog):
+    out = tmp_path / "run"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = _lock_of(other.pid, out)
+        with pytest.raises(ConfigError, match=rf"locked by PID {other.pid} on host "
+                                              rf"{socket.gethostname()} \(a run is using it"):
+            Trainer(tiny_config(image_dirs, out, "train.max_steps=1"))
+        assert json.loads(lock.read_text())["pid"] == other.pid  # not ours to remove
+    finally:
+        other.kill()
+        other.wait()  # reaped: the PID no longer exists
+    with caplog.at_level(logging.WARNING, logger="cyclestyle"):
+        trainer = Trainer(tiny_config(image_dirs, out, "train.max_steps=1"))
+    assert f"taking over the lock of PID {other.pid}" in caplog.text
+    assert json.loads(lock.read_text())["pid"] == os.getpid()
+    trainer.fit()
+    assert not lock.exists()
+
+
+def test_an_empty_lock_left_by_a_kill_is_taken_over(image_dirs, tmp_path):
+    """A run killed between creating the lock and writing its PID leaves an empty file; once
+    it is a few seconds old (no writer is that slow) it counts as stale."""
+    lock = _lock_of(0, tmp_path / "run")
+    lock.write_text("")
+    os.utime(lock, (time.time() - 60, time.time() - 60))
+    Trainer(tiny_config(image_dirs, tmp_path / "run", "train.max_steps=1")).fit()
+    assert not lock.exists()
+
+
+def test_a_lock_from_another_host_is_refused(image_dirs, tmp_path):
+    lock = _lock_of(12345, tmp_path / "run")
+    lock.write_text(json.dumps({"pid": 12345, "host": "elsewhere", "token": "x"}))
+    with pytest.raises(ConfigError, match=r"locked by PID 12345 on host elsewhere"):
+        Trainer(tiny_config(image_dirs, tmp_path / "run", "train.max_steps=1"))
+
+
+def test_two_cli_runs_started_together_one_trains(image_dirs, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", str(TINY), "--set", f"data.domain_a={image_dirs[0]}", "--set",
+            f"data.domain_b={image_dirs[1]}", "--set", f"output_dir={out}", "--set",
+            "train.max_steps=30", "--set", "train.checkpoint_every=30", "--set",
+            "train.progress=false"]  # one checkpoint, at the end: only the lock stops the loser
+    procs = [_cli(*args) for _ in range(2)]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 2], logs
+    loser = logs[[p.returncode for p in procs].index(2)]
+    assert "is locked by PID" in loser and "Traceback" not in loser
+    assert ckpt.load_checkpoint(out)["step"] == 30 and not (out / LOCK_NAME).exists()
+
+
+# --- config mistakes of this issue ---------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["domain_a", "domain_b", "root", "eval"])
+def test_output_dir_inside_an_image_folder_is_refused(image_dirs, tmp_path, where):
+    """Its samples/*.png would be training (or held-out) images of the next run, e.g. a resume."""
+    a, b = image_dirs
+    extra, inside = [], {"domain_a": a, "domain_b": b}.get(where)
+    if where == "root":
+        (tmp_path / "data" / "trainA").mkdir(parents=True)
+        (tmp_path / "data" / "trainB").mkdir()
+        extra, inside = ["data.domain_a=", "data.domain_b=", f"data.root={tmp_path / 'data'}"], \
+            tmp_path / "data" / "trainB"
+    if where == "eval":
+        (tmp_path / "held_out").mkdir()
+        extra = ["eval.every=5", f"eval.domain_a={tmp_path / 'held_out'}", f"eval.domain_b={b}"]
+        inside = tmp_path / "held_out"
+    out = inside / "runs" / "x"
+    with pytest.raises(ConfigError, match=rf"output_dir: '{out}' is invalid: it lies inside the "
+                                          rf"image folder {inside} .*samples/\*\.png"):
+        tiny_config(image_dirs, out, *extra)
+    tiny_config(image_dirs, tmp_path / "beside", *extra)  # a sibling folder is fine
+
+
+@pytest.mark.parametrize("typed", ["train.tracker=off", "train.tracker=no"])
+def test_tracker_off_is_explained(image_dirs, tmp_path, typed):
+    with pytest.raises(ConfigError) as info:
+        tiny_config(image_dirs, tmp_path / "run", typed)
+    assert str(info.value) == (
+        "train.tracker: 'no' is invalid: not a known tracker (YAML reads unquoted off/no as "
+        "false: quote it); expected none / wandb / tensorboard")
+
+
+def test_an_interrupted_demo_writes_no_report_and_exits_nonzero(tmp_path, monkeypatch, capsys):
+    """A SIGTERM mid-training ends `cyclestyle demo` with the --resume hint, exit code 1, and no
+    evaluation of the half-trained model."""
+    from cyclestyle.cli import main
+    from cyclestyle.train import demo
+
+    monkeypatch.setattr(demo, "TRAIN_PHOTOS", ("coffee",))
+    original = Trainer.train_step
+
+    def signalled(self, micro):
+        if self.step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # caught by the trainer's StopRequested
+        return original(self, micro)
+
+    monkeypatch.setattr(Trainer, "train_step", signalled)
+    code = main(["demo", "--output-dir", str(tmp_path), "--set", "train.max_steps=6", "--set",
+                 "train.batch_size=1", "--set", "train.progress=false", "--set",
+                 "data.num_workers=0", "--set", "train.precision=fp32"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "demo stopped by SIGTERM at step 2 of 6" in err and "--resume" in err
+    assert not (tmp_path / "report.html").exists() and not (tmp_path / "results.json").exists()
+    assert ckpt.load_checkpoint(tmp_path / "run")["step"] == 2  # what --resume continues from

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
-from test_train import tiny_config
+from PIL import Image
 from torch import nn
 
 from cyclestyle import checkpoint as ckpt
+from cyclestyle import models
 from cyclestyle.cli import main
-from cyclestyle.train.config import ConfigError
+from cyclestyle.train.config import ConfigError, load_config
 from cyclestyle.train.monitor import NonFiniteLossError
 from cyclestyle.train.trainer import Trainer
+from tests.helpers import TINY, tiny_config, write_images
 
 
 def poison_generator_loss(trainer: Trainer, bad_steps: set[int], part: str = "cycle") -> None:
@@ -108,6 +111,143 @@ def test_max_bad_steps_zero_turns_the_check_off(image_dirs, tmp_path):
     g_ab = trainer.accelerator.unwrap_model(trainer.nets.g_ab)
     assert not all(torch.isfinite(p).all() for p in g_ab.parameters())
     assert ckpt.list_checkpoints(tmp_path / "run") == []
+
+
+# --- NaN gradients from finite losses -----------------------------------------------------------
+
+def tiny_generators() -> list[tuple[str, dict]]:
+    args = load_config(TINY, ["data.domain_a=a", "data.domain_b=b"]).model.generator_args
+    return [("unet_attn", {**args, "norm": "instance"}), ("unet_attn", {**args, "norm": "group"}),
+            ("resnet", {"base_channels": 8, "n_blocks": 2, "affine_norm": True})]
+
+
+@pytest.mark.parametrize(("name", "args"), tiny_generators(),
+                         ids=["unet_attn-instance", "unet_attn-group", "resnet-affine"])
+@pytest.mark.parametrize("side", [32, 1])
+def test_a_solid_colour_image_has_finite_gradients(name, args, side):
+    """The root cause of the NaN: every feature map of a solid-colour image is constant, and each
+    norm multiplied its gradient by 1/sqrt(eps) = 316; 16 of them in a row overflow float32.
+    Now a flat map passes no gradient back through its norm (layers.stop_flat_gradient)."""
+    torch.manual_seed(0)
+    g_ab, g_ba = models.create_generator(name, **args), models.create_generator(name, **args)
+    solid = torch.tensor([0.4, -0.2, 0.9]).view(1, 3, 1, 1).expand(2, 3, side, side)
+    fake = g_ab(solid)
+    loss = (g_ba(fake) - solid).abs().mean() + (fake - solid).abs().mean()  # cycle + identity
+    assert torch.isfinite(loss)
+    loss.backward()
+    for net in (g_ab, g_ba):
+        for pname, param in net.named_parameters():
+            assert param.grad is None or torch.isfinite(param.grad).all(), pname
+
+
+def test_norms_forward_is_unchanged_by_the_flat_map_guard():
+    """The guard only touches the backward pass: outputs equal torch's own norms bit for bit."""
+    from cyclestyle.models.layers import make_norm
+
+    x = torch.randn(2, 8, 5, 5).requires_grad_()
+    x_flat = torch.cat([x[:, :4], torch.full((2, 4, 5, 5), 0.3)], 1)
+    for norm, plain in (("instance", nn.InstanceNorm2d(8, affine=True)),
+                        ("group", nn.GroupNorm(4, 8))):
+        ours = make_norm(norm, 8)
+        assert torch.equal(ours(x_flat), plain(x_flat))
+        ours(x_flat).square().sum().backward()
+        assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0  # non-flat maps learn
+        x.grad = None
+
+
+def test_solid_colour_and_one_pixel_images_train_normally(tmp_path):
+    dirs = write_images(tmp_path / "A", 3, seed=1), write_images(tmp_path / "B", 3, seed=2)
+    Image.new("RGB", (40, 40), (120, 60, 200)).save(dirs[0] / "solid.png")
+    Image.new("RGB", (1, 1), (10, 200, 30)).save(dirs[0] / "pixel.png")
+    out = tmp_path / "run"
+    trainer = Trainer(tiny_config(dirs, out, "train.max_steps=8", "train.log_every=1",
+                                  "train.checkpoint_every=8", "train.max_bad_steps=1"))
+    seen = {trainer.dataset[k]["path_a"] for k in range(8)}
+    assert {str(dirs[0] / "solid.png"), str(dirs[0] / "pixel.png")} <= seen
+    assert trainer.fit() == out / "checkpoints" / "step_00000008.pt"
+    assert trainer.guard.total == 0
+    for name, net in ckpt.load_checkpoint(out)["models"].items():
+        assert all(torch.isfinite(v).all() for v in net.values()), name
+
+
+class NanGradient(torch.autograd.Function):
+    """Identity forward (the loss stays finite); NaN gradient backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("nan")
+
+
+def poison_gradients(trainer: Trainer, bad_steps: set[int], owner: str) -> None:
+    """NaN gradients from finite losses of G ("G") or of D ("D") in the listed steps."""
+    if owner == "G":
+        original = trainer.generator_losses
+
+        def poisoned(real_a, real_b):
+            total, parts, fake_a, fake_b = original(real_a, real_b)
+            if trainer.step + 1 in bad_steps:
+                parts["cycle"] = NanGradient.apply(parts["cycle"])
+                total = sum(parts.values())
+            return total, parts, fake_a, fake_b
+
+        trainer.generator_losses = poisoned
+    else:
+        original_d = trainer.discriminator_loss
+
+        def poisoned_d(d, real, fake):
+            loss = original_d(d, real, fake)
+            return NanGradient.apply(loss) if trainer.step + 1 in bad_steps else loss
+
+        trainer.discriminator_loss = poisoned_d
+
+
+@pytest.mark.parametrize("owner", ["G", "D"])
+def test_nonfinite_gradients_skip_the_update_and_name_the_batch(image_dirs, tmp_path, caplog,
+                                                                owner):
+    out = tmp_path / "run"
+    trainer = Trainer(tiny_config(image_dirs, out, "train.max_steps=3", "train.log_every=1",
+                                  "train.checkpoint_every=3"))
+    poison_gradients(trainer, {2}, owner)
+    snapshots, original_step = [], trainer.train_step
+
+    def recording(micro):
+        before = snapshot(trainer)
+        logs, ok = original_step(micro)
+        snapshots.append((before, snapshot(trainer), ok))
+        return logs, ok
+
+    trainer.train_step = recording
+    with caplog.at_level(logging.WARNING, logger="cyclestyle"):
+        trainer.fit()
+    assert [ok for _, _, ok in snapshots] == [True, False, True]
+    before, after, _ = snapshots[1]
+    assert not changed(before, after, "d_a")  # D's update skipped either way
+    assert changed(before, after, "g_ab") == (owner == "D")  # a bad G step skips both updates
+    assert all(torch.isfinite(v).all() for v in snapshot(trainer).values())
+    assert trainer.guard.total == 1
+    assert [r["bad_steps"] for r in metrics_rows(out)] == [0, 1, 1]
+    item = trainer.dataset[1]  # step 2's batch (batch size 1)
+    warning = next(r.getMessage() for r in caplog.records if "update skipped" in r.getMessage())
+    assert warning.startswith(f"step 2: non-finite gradients of {owner} from finite losses")
+    assert item["path_a"] in warning and item["path_b"] in warning
+
+
+def test_a_streak_of_nonfinite_gradients_stops_without_blaming_the_learning_rate(image_dirs,
+                                                                                 tmp_path):
+    trainer = Trainer(tiny_config(image_dirs, tmp_path / "run", "train.max_steps=5",
+                                  "train.max_bad_steps=2"))
+    poison_gradients(trainer, {2, 3}, "G")
+    with pytest.raises(NonFiniteLossError) as info:
+        trainer.fit()
+    message = str(info.value)
+    assert "stopped at step 3: 2 steps in a row" in message
+    assert "non-finite gradients of G from finite losses" in message
+    assert trainer.dataset[2]["path_a"] in message  # the last bad batch's files
+    assert "lower train.lr" not in message and "check the images" in message
 
 
 class TinyEmbed(nn.Module):

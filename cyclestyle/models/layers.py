@@ -44,14 +44,84 @@ def make_norm(norm: str, channels: int, affine: bool = True) -> nn.Module:
     """Normalization over (H, W) per sample: "instance", "group" or "none".
 
     No BatchNorm: CycleGAN trains at batch size 1, where batch statistics are per-image anyway
-    and differ between training and evaluation.
+    and differ between training and evaluation. Both norms are the torch ones with flat feature
+    maps kept out of the backward pass (see `stop_flat_gradient`).
     """
     check_choice("norm", norm, NORMS)
     if norm == "instance":
-        return nn.InstanceNorm2d(channels, affine=affine)
+        return InstanceNorm2d(channels, affine=affine)
     if norm == "group":
-        return nn.GroupNorm(group_count(channels), channels, affine=affine)
+        return GroupNorm(group_count(channels), channels, affine=affine)
     return nn.Identity()
+
+
+# A map is flat when its values span less than this fraction of sqrt(eps): normalised, they span
+# less than 0.1, rounding noise included. Real image features span orders of magnitude more; a
+# solid-colour image's span exactly 0 in every layer. (A span, not a variance: one min/max pass
+# costs ~2% of the norm's own forward and backward, torch's var over (H, W) ~140%.)
+FLAT_SPAN = 0.1
+
+
+class _MaskGradient(torch.autograd.Function):
+    """Identity forward; backward multiplies the gradient by `keep` (broadcast, (B, C, 1, 1))."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(keep)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (keep,) = ctx.saved_tensors
+        return grad * keep, None
+
+
+def stop_flat_gradient(x: torch.Tensor, groups: int, eps: float) -> torch.Tensor:
+    """`x` (B, C, H, W) unchanged, but no gradient flows back through a flat group of channels.
+
+    Why: normalising a map of variance v multiplies the gradient by 1/sqrt(v + eps), which is
+    1/sqrt(1e-5) = 316 for a constant map. A solid-colour image (or a 1x1 one, upscaled) stays
+    exactly constant through every reflect-padded conv, nearest upsample and attention layer of
+    a generator, so each of its norms multiplies by 316 again: 14 norms in unet_attn, twice per
+    cycle, overflow float32 (316^16 > 3e38) and the backward turns inf into NaN, while the
+    forward and the loss stay finite. The forward is unchanged (a flat map normalises to the
+    norm's bias), and the norm's own weight and bias still get their gradients.
+    """
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        return x  # inference: no cost
+    batch, channels = x.shape[:2]
+    with torch.no_grad():
+        maps = x.detach().reshape(batch, groups, -1)
+        span = maps.amax(-1).float() - maps.amin(-1).float()  # (B, G); aminmax is 20x slower
+        keep = (span >= FLAT_SPAN * eps**0.5).to(x.dtype)
+        keep = keep.repeat_interleave(channels // groups, dim=1)[..., None, None]  # (B, C, 1, 1)
+    return _MaskGradient.apply(x, keep)
+
+
+class InstanceNorm2d(nn.InstanceNorm2d):
+    """torch's InstanceNorm2d; a constant map passes no gradient back (`stop_flat_gradient`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():  # exported models only run forward
+            x = self._stop_flat(x)
+        return F.instance_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+
+    @torch.jit.unused
+    def _stop_flat(self, x: torch.Tensor) -> torch.Tensor:
+        return stop_flat_gradient(x, self.num_features, self.eps)
+
+
+class GroupNorm(nn.GroupNorm):
+    """torch's GroupNorm; a constant group passes no gradient back (`stop_flat_gradient`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():
+            x = self._stop_flat(x)
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+    @torch.jit.unused
+    def _stop_flat(self, x: torch.Tensor) -> torch.Tensor:
+        return stop_flat_gradient(x, self.num_groups, self.eps)
 
 
 def make_upsample(mode: str, in_channels: int, out_channels: int) -> nn.Module:

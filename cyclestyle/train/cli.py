@@ -90,9 +90,15 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from cyclestyle.train.demo import run_demo
+    import sys
 
-    report = run_demo(args.output_dir, overrides=args.overrides, resume=args.resume)
+    from cyclestyle.train.demo import DemoStopped, run_demo
+
+    try:
+        report = run_demo(args.output_dir, overrides=args.overrides, resume=args.resume)
+    except DemoStopped as stopped:  # interrupted, not failed: exit 1, as translate does
+        print(f"cyclestyle demo: {stopped}", file=sys.stderr)
+        return 1
     print(f"report: {report}")
     return 0
 

@@ -26,6 +26,7 @@ __all__ = ["ConfigError", "DataConfig", "EvalConfig", "ExperimentConfig", "LossC
 
 TRACKERS = ("none", "wandb", "tensorboard")
 GAN_MODES = ("lsgan", "vanilla", "hinge")
+DIFF_AUGMENT_POLICIES = ("color", "translation", "cutout")  # cyclestyle.train.augment
 
 
 @dataclass
@@ -75,6 +76,10 @@ class LossConfig:
     vgg_weights: str = "torchvision"
     # Up to relu3_1 so that the offline prefix weights (vgg19_normalised_to_relu3_1.pth) suffice.
     perceptual_layers: list[str] = field(default_factory=lambda: ["relu1_1", "relu2_1", "relu3_1"])
+    # R1 penalty (Mescheder et al. 2018): gamma/2 * |grad_x D(x)|^2 on real images, applied
+    # lazily every r1_every D steps with its weight scaled by r1_every (StyleGAN2). 0 = off.
+    r1_gamma: float = 0.0
+    r1_every: int = 16
 
     @property
     def needs_vgg(self) -> bool:
@@ -93,6 +98,9 @@ class LossConfig:
                    "a finite number >= 0")
         _check(bool(self.vgg_weights), "loss.vgg_weights", self.vgg_weights,
                "'torchvision', 'random' or a path to a .pth state dict", why="empty")
+        _check(math.isfinite(self.r1_gamma) and self.r1_gamma >= 0, "loss.r1_gamma",
+               self.r1_gamma, "a finite number >= 0 (0 = off)")
+        _check(self.r1_every >= 1, "loss.r1_every", self.r1_every, "an integer >= 1")
         layers = self.perceptual_layers
         _check(bool(layers), "loss.perceptual_layers", layers,
                "a non-empty list of VGG19 layer names", why="empty")
@@ -132,6 +140,12 @@ class TrainConfig:
     # A step whose loss is NaN/inf is skipped (no update) and counted; after this many bad steps
     # in a row training stops. 0 turns the check off, which saves one host sync per step on GPU.
     max_bad_steps: int = 10
+    # Exponential moving average of the generators' weights, used for samples, held-out
+    # evaluation, best.pt, translate and export (cyclestyle.train.ema). 0 = off.
+    ema_decay: float = 0.0
+    # DiffAugment policy for the discriminators' real and fake inputs (small datasets):
+    # any of color, translation, cutout. [] = off.
+    diff_augment: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         for key in ("max_steps", "batch_size", "grad_accum_steps", "checkpoint_every",
@@ -148,10 +162,15 @@ class TrainConfig:
                self.betas, "two floats in [0, 1)")
         _check(math.isfinite(self.decay_start) and self.decay_start >= 0, "train.decay_start",
                self.decay_start, "a step >= 0 or a fraction in (0, 1)")
+        _check(self.ema_decay == 0 or 0 < self.ema_decay < 1, "train.ema_decay", self.ema_decay,
+               "0 (off) or a decay in (0, 1), e.g. 0.999")
+        unknown = [p for p in self.diff_augment if p not in DIFF_AUGMENT_POLICIES]
+        _check(not unknown, "train.diff_augment", self.diff_augment,
+               "a list of " + " / ".join(DIFF_AUGMENT_POLICIES), why="unknown policy")
         _check(self.precision in PRECISIONS, "train.precision", self.precision,
-               " / ".join(PRECISIONS), why="not a known precision")
+               " / ".join(PRECISIONS), why="not a known precision" + _yaml_bool_hint(self.precision))
         _check(self.tracker in TRACKERS, "train.tracker", self.tracker, " / ".join(TRACKERS),
-               why="not a known tracker")
+               why="not a known tracker" + _yaml_bool_hint(self.tracker))
 
     @property
     def decay_start_step(self) -> int:
@@ -222,8 +241,27 @@ class ExperimentConfig:
                 raise ConfigError(str(err)) from err
         if self.eval.every:
             self.eval.held_out_dirs(self.data)  # fail now, not after hours of training
+        self._check_output_outside_data()
         self._check_networks_fit()
         return self
+
+    def _check_output_outside_data(self) -> None:
+        """output_dir inside an image folder would make its samples/*.png training (or held-out)
+        images of the next run that lists that folder, e.g. on --resume."""
+        output = Path(self.output_dir).expanduser().resolve()
+        data, root = self.data, Path(self.data.root)
+        folders = [("data.domain_a", data.domain_a), ("data.domain_b", data.domain_b)]
+        if data.root:  # the image folders are root/{split}A and root/{split}B, not root
+            folders += [("data.root", root / f"{data.split}{d}") for d in "AB"]
+        if self.eval.every:
+            folders += [("eval.domain_a", self.eval.domain_a or data.root and root / "testA"),
+                        ("eval.domain_b", self.eval.domain_b or data.root and root / "testB")]
+        for key, folder in folders:
+            images = Path(folder).expanduser().resolve() if folder else None
+            _check(images is None or not output.is_relative_to(images), "output_dir",
+                   self.output_dir, f"a folder outside {images}",
+                   why=f"it lies inside the image folder {images} ({key}), so its "
+                   "samples/*.png would be read as images of that folder")
 
     def _check_networks_fit(self) -> None:
         """Build both networks cheaply and run the discriminator once on a data.image_size crop.
@@ -291,6 +329,12 @@ class ExperimentConfig:
 
 def _check(ok: bool, key: str, value: Any, valid: str, why: str = "out of range") -> None:
     options.check(ok, key, value, why, "expected " + valid)
+
+
+def _yaml_bool_hint(value: Any) -> str:
+    """Why a string key holds 'no' or 'yes': options reads YAML's booleans back that way."""
+    spellings = {"no": "off/no as false", "yes": "on/yes as true"}
+    return f" (YAML reads unquoted {spellings[value]}: quote it)" if value in spellings else ""
 
 
 # --- building from plain data ---------------------------------------------------------------

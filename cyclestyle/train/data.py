@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from cyclestyle.imageio import (
     IMAGE_EXTENSIONS,
@@ -245,19 +245,20 @@ def resolve_domain_dirs(
 
 
 def find_domain_images(
-    domain_a: str, domain_b: str, root: str = "", split: str = "train"
+    domain_a: str, domain_b: str, root: str = "", split: str = "train",
+    unreadable: list[Path] | None = None,
 ) -> tuple[list[Path], list[Path]]:
     """The image files of both domains (see `resolve_domain_dirs`), or an error naming the key.
 
     Cheap (a folder walk, nothing decoded), so a run can check its data before building
-    networks.
+    networks. Sub-folders that cannot be listed are warned about and appended to `unreadable`.
     """
     dirs = resolve_domain_dirs(domain_a, domain_b, root, split)
     keys = ("data.root", "data.root") if root else ("data.domain_a", "data.domain_b")
     found = []
     for key, folder in zip(keys, dirs):
         try:
-            found.append(find_images(folder))
+            found.append(find_images(folder, unreadable=unreadable))
         except ValueError as err:  # no images in it
             raise ValueError(f"{key}: {err}") from None
     return found[0], found[1]
@@ -273,9 +274,13 @@ def build_dataloader(
     seed: int = 0,
     pin_memory: bool = False,
 ) -> DataLoader:
-    """An endless DataLoader whose j-th batch is training step start_step + j for this rank."""
-    return DataLoader(
-        dataset,
+    """An endless DataLoader whose j-th batch is training step start_step + j for this rank.
+
+    A file that cannot be loaded raises its own one-line error (ImageLoadError, or ValueError
+    when a whole domain is unreadable) in the main process, whatever `num_workers` is.
+    """
+    return _Loader(
+        _ReportLoadErrors(dataset),
         batch_size=batch_size,
         sampler=StepSampler(start_step, batch_size, rank=rank, world_size=world_size),
         num_workers=num_workers,
@@ -285,4 +290,42 @@ def build_dataloader(
         # Items never use the global RNG; seeding the loader only makes the workers' own seeds
         # reproducible, for any transform added later that might.
         generator=torch.Generator().manual_seed(seed),
+        collate_fn=_collate,
     )
+
+
+class _LoadFailed:
+    """An item whose loading raised `error`, carried to the main process as data.
+
+    Raised in a worker, the error would reach the main process re-created with the worker's
+    whole traceback as its message (40-odd lines instead of one)."""
+
+    def __init__(self, error: ValueError) -> None:
+        self.error = error  # pickles with its .path and .reason (BaseException keeps __dict__)
+
+
+class _ReportLoadErrors(Dataset):
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict | _LoadFailed:
+        try:
+            return self.dataset[index]
+        except ValueError as err:  # ImageLoadError, or "all files of domain A are unreadable"
+            return _LoadFailed(err)
+
+
+def _collate(items: list) -> dict | _LoadFailed:
+    failed = next((item for item in items if isinstance(item, _LoadFailed)), None)
+    return failed or default_collate(items)
+
+
+class _Loader(DataLoader):
+    def __iter__(self) -> Iterator[dict]:
+        for batch in super().__iter__():
+            if isinstance(batch, _LoadFailed):
+                raise batch.error
+            yield batch

@@ -130,11 +130,18 @@ def score(predictions: list[np.ndarray], truths: list[np.ndarray]) -> dict[str, 
     return {"psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim))}
 
 
+class DemoStopped(RuntimeError):
+    """Training was stopped by a signal: there is no trained model to evaluate yet."""
+
+
 def run_demo(output_dir: str | Path = "demo_out", overrides: list[str] | None = None,
              resume: bool = False) -> Path:
-    """Build data, train, evaluate on held-out photos; returns the report's path."""
+    """Build data, train, evaluate on held-out photos; returns the report's path.
+
+    Raises DemoStopped when SIGTERM/SIGINT ends training early: a report of the half-trained
+    model would pass for the demo's result."""
     from cyclestyle.checkpoint import load_generators
-    from cyclestyle.train.trainer import train
+    from cyclestyle.train.trainer import Trainer
 
     output_dir = Path(output_dir)
     started = time.perf_counter()
@@ -142,7 +149,13 @@ def run_demo(output_dir: str | Path = "demo_out", overrides: list[str] | None = 
     config = demo_config(output_dir, dirs, overrides or [])
     log.info("demo: training %s for %d steps on CPU-sized settings; run folder %s",
              config.model.generator, config.train.max_steps, config.output_dir)
-    checkpoint = train(config, resume=resume or None)
+    trainer = Trainer(config, resume=resume or None)
+    checkpoint = trainer.fit()
+    if trainer.stopped_by:
+        raise DemoStopped(
+            f"demo stopped by {trainer.stopped_by} at step {trainer.step} of "
+            f"{config.train.max_steps} (checkpoint {checkpoint}); not evaluated. Continue with "
+            f"`cyclestyle demo --output-dir {output_dir} --resume` and the same --set options")
     train_seconds = time.perf_counter() - started
     g_ab, _, _ = load_generators(checkpoint)
     names = sorted(p.name for p in dirs["testA"].iterdir())

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from cyclestyle.train.data import UnpairedDataset, build_dataloader, find_domain
 from cyclestyle.train.losses import GANLoss, PerceptualLoss
 from cyclestyle.train.monitor import (
     NonFiniteGuard,
+    RunLock,
     assert_finite_parameters,
     build_training_fid,
     init_tracker,
@@ -58,10 +60,26 @@ def lr_factor(step: int, config: ExperimentConfig) -> float:
 
 
 class Trainer:
+    """One training run in `config.output_dir`, which it locks (`RunLock`) from construction to
+    the end of `fit`.
+
+    `stopped_by` is the signal that ended `fit` early (a checkpoint was written; continue with
+    resume=True), or None when it ran to `train.max_steps` or has not run."""
+
     def __init__(self, config: ExperimentConfig, resume: str | Path | bool | None = None):
         self.config = config
         self.output_dir = Path(config.output_dir)
-        tc = config.train
+        self.stopped_by: str | None = None
+        self.lock = RunLock(self.output_dir)
+        weakref.finalize(self, self.lock.release)  # a Trainer dropped without fit(), or exit
+        try:
+            self._set_up(resume)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _set_up(self, resume: str | Path | bool | None) -> None:
+        config, tc = self.config, self.config.train
         # accelerate keeps its settings (mixed precision, CPU) in a process-wide singleton that
         # refuses changes; clear them so several trainers can run in one process (tests,
         # notebooks). The distributed state (PartialState) is kept.
@@ -76,6 +94,7 @@ class Trainer:
             log.info("precision: %s", describe_precision(self.precision, self.precision_reason))
         if acc.device.type == "cpu":  # glibc otherwise re-faults the activations in every step
             retain_freed_memory()  # 0.85-0.99x -> 1.04-1.07x the reference's fp32 speed
+        self._lock_output_dir()  # before looking at its checkpoints: another run may write them
         if not resume and ckpt.list_checkpoints(self.output_dir):
             raise ConfigError(
                 f"output_dir {self.output_dir} already holds checkpoints of an earlier run "
@@ -120,6 +139,18 @@ class Trainer:
     def _lr_lambda(self, step: int) -> float:
         return lr_factor(step, self.config)
 
+    def _lock_output_dir(self) -> None:
+        """The main process takes the lock; all processes fail together if it cannot."""
+        acc, error = self.accelerator, None
+        if acc.is_main_process:
+            try:
+                self.lock.acquire()
+            except ConfigError as err:
+                error = err
+        if _any_process(acc, error):
+            raise error or ConfigError(f"output_dir {self.output_dir} is locked by another run "
+                                       "(see the main process's error)")
+
     def _use_channels_last(self) -> bool:
         if not self.config.train.channels_last:
             return False
@@ -146,8 +177,10 @@ class Trainer:
         self.d_a_plain, self.d_b_plain = torch.compile(self.d_a_plain), torch.compile(self.d_b_plain)
 
     def _build_dataset(self) -> UnpairedDataset:
-        dc = self.config.data
-        files_a, files_b = find_domain_images(dc.domain_a, dc.domain_b, dc.root, dc.split)
+        dc, unreadable = self.config.data, []
+        files_a, files_b = find_domain_images(dc.domain_a, dc.domain_b, dc.root, dc.split,
+                                              unreadable=unreadable)
+        self.unreadable_folders = len(unreadable)  # warned about by find_images, logged per row
         return UnpairedDataset(files_a, files_b, dc.image_size, load_size=dc.resolved_load_size,
                                flip=dc.flip, seed=self.config.train.seed,
                                skip_bad_images=dc.skip_bad_images, max_pixels=dc.max_image_pixels)
@@ -266,7 +299,7 @@ class Trainer:
             acc.backward(loss_g / k)
             fakes.append((fake_a.detach(), fake_b.detach()))  # reused by the D step, not recomputed
             _accumulate(logs, {"g_total": loss_g.detach(), **{k_: v.detach() for k_, v in parts.items()}}, k)
-        ok = self.guard.all_finite(logs)
+        ok = self.guard.all_finite(logs, self._checked_params(self.opt_g), "G")
         if ok:
             self.opt_g.step()
         self.opt_g.zero_grad(set_to_none=True)
@@ -289,11 +322,18 @@ class Trainer:
             acc.backward((loss_d_a + loss_d_b) / k)
             _accumulate(d_logs, {"d_a": loss_d_a.detach(), "d_b": loss_d_b.detach()}, k)
         logs |= d_logs
-        ok = self.guard.all_finite(d_logs)
+        ok = self.guard.all_finite(d_logs, self._checked_params(self.opt_d), "D")
         if ok:
             self.opt_d.step()
         self.opt_d.zero_grad(set_to_none=True)
         return ok
+
+    def _checked_params(self, opt: torch.optim.Optimizer) -> list[torch.Tensor]:
+        # Under fp16 the gradients are loss-scaled and inf on purpose now and then: the grad
+        # scaler skips those steps and lowers the scale itself.
+        if self.accelerator.scaler is not None:
+            return []
+        return [p for group in opt.param_groups for p in group["params"]]
 
     def _no_sync(self, skip_sync: bool, *models: nn.Module) -> contextlib.AbstractContextManager:
         if not skip_sync:
@@ -306,8 +346,18 @@ class Trainer:
     # --- the loop ----------------------------------------------------------------------------
 
     def fit(self) -> Path | None:
-        """Train to `train.max_steps`; returns the last checkpoint's path."""
+        """Train to `train.max_steps` (or a SIGTERM/SIGINT: see `stopped_by`); returns the last
+        checkpoint's path. The output_dir lock is released on the way out."""
+        try:
+            if self.accelerator.is_main_process:
+                self.lock.acquire()  # again, for a second fit() of this Trainer
+            return self._fit()
+        finally:
+            self.lock.release()
+
+    def _fit(self) -> Path | None:
         acc, tc = self.accelerator, self.config.train
+        self.stopped_by = None
         self._write_run_files()
         if self.step >= tc.max_steps:
             log.info("already at step %d >= train.max_steps=%d: nothing to do", self.step, tc.max_steps)
@@ -327,7 +377,7 @@ class Trainer:
                 self.skipped_images += sum(int(b["skipped"].sum()) for b in micro)
                 step_logs, ok = self.train_step(micro)
                 self.step += 1
-                self.guard.record(self.step, None if ok else step_logs)
+                self.guard.record(self.step, None if ok else step_logs, _batch_files(micro))
                 if ok:  # a skipped step's NaNs would poison the logged means
                     good_steps += 1
                     for key, value in step_logs.items():
@@ -348,6 +398,7 @@ class Trainer:
                     last_path = self._checkpoint_unless_bad_streak() or last_path
                 if stopping and not done:
                     bar.close()
+                    self.stopped_by = stop.signal or "another process"
                     if acc.is_main_process:
                         log.warning("stopped by %s at step %d; checkpoint %s. Continue with --resume.",
                                     stop.signal or "another process", self.step, last_path)
@@ -390,7 +441,8 @@ class Trainer:
                    "world_size": acc.num_processes,
                    "images_per_s": rate * self.config.train.batch_size * acc.num_processes
                    * self.config.train.grad_accum_steps, "skipped_images": self.skipped_images,
-                   "bad_steps": self.guard.total, "precision": self.precision}
+                   "unreadable_folders": self.unreadable_folders, "bad_steps": self.guard.total,
+                   "precision": self.precision}
         if acc.is_main_process:
             bar.set_postfix({k: f"{values[k]:.3f}" for k in ("g_total", "d_a", "d_b") if k in values})
             self._append_metrics(values)
@@ -412,6 +464,10 @@ def _set_requires_grad(models: list[nn.Module], flag: bool) -> None:
     for model in models:
         for p in model.parameters():
             p.requires_grad_(flag)
+
+
+def _batch_files(micro_batches: list[dict[str, Any]]) -> list[str]:
+    return [path for b in micro_batches for key in ("path_a", "path_b") for path in b[key]]
 
 
 def _accumulate(logs: dict[str, torch.Tensor], new: dict[str, torch.Tensor], k: int) -> None:
