@@ -181,9 +181,9 @@ def test_the_trainer_pairs_each_discriminator_with_its_own_domain(image_dirs, tm
         generated.update(a=fake_a.detach(), b=fake_b.detach())
         return total, parts, fake_a, fake_b
 
-    def record_judging(d, real, fake):
+    def record_judging(d, real, fake, parts=None):
         judged.append((d, real, fake))
-        return original_d(d, real, fake)
+        return original_d(d, real, fake, parts)
 
     trainer.generator_losses, trainer.discriminator_loss = record_fakes, record_judging
     batch = trainer.dataset[0]

@@ -13,8 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-POLICIES = ("color", "translation", "cutout")
-
 
 def diff_augment(x: Tensor, policy: tuple[str, ...] | list[str],
                  generator: torch.Generator | None = None) -> Tensor:

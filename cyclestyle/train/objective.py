@@ -7,6 +7,8 @@ networks. Nothing here steps an optimizer or calls `.backward()`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -16,7 +18,8 @@ from cyclestyle.train.losses import GANLoss, cycle_loss, identity_loss
 
 def generator_losses(g_ab: nn.Module, g_ba: nn.Module, d_a: nn.Module, d_b: nn.Module,
                      real_a: Tensor, real_b: Tensor, lc: LossConfig, gan_loss: GANLoss,
-                     perceptual: nn.Module | None = None
+                     perceptual: nn.Module | None = None,
+                     augment: Callable[[Tensor], Tensor] | None = None,
                      ) -> tuple[Tensor, dict[str, Tensor], Tensor, Tensor]:
     """The generators' loss; returns (total, parts, fake_a, fake_b).
 
@@ -24,7 +27,10 @@ def generator_losses(g_ab: nn.Module, g_ba: nn.Module, d_a: nn.Module, d_b: nn.M
     cycle     = λ_cycle (|G_BA(G_AB(A)) - A|_1 + |G_AB(G_BA(B)) - B|_1)
     identity  = λ_idt λ_cycle (|G_BA(A) - A|_1 + |G_AB(B) - B|_1)  (relative, as in the paper)
     perceptual= λ_perc VGG(rec, real) over both cycles; content = λ_content VGG(fake, source)
+
+    `augment` (DiffAugment) transforms what the discriminators see, as in their own step.
     """
+    seen = augment or (lambda x: x)
     fake_b = g_ab(real_a)  # G_AB(A)
     fake_a = g_ba(real_b)  # G_BA(B)
     # Second passes batched: InstanceNorm/GroupNorm are per sample, so this equals separate
@@ -35,8 +41,8 @@ def generator_losses(g_ab: nn.Module, g_ba: nn.Module, d_a: nn.Module, d_b: nn.M
     rec_b, idt_b = out_b.split(len(real_b)) if use_idt else (out_b, None)  # G_AB(G_BA(B)), G_AB(B)
     rec_a, idt_a = out_a.split(len(real_a)) if use_idt else (out_a, None)  # G_BA(G_AB(A)), G_BA(A)
     parts = {
-        "g_adv": gan_loss(d_b(fake_b), True, for_discriminator=False)
-        + gan_loss(d_a(fake_a), True, for_discriminator=False),
+        "g_adv": gan_loss(d_b(seen(fake_b)), True, for_discriminator=False)
+        + gan_loss(d_a(seen(fake_a)), True, for_discriminator=False),
         "cycle": lc.lambda_cycle * (cycle_loss(rec_a, real_a) + cycle_loss(rec_b, real_b)),
     }
     if use_idt:
@@ -53,12 +59,32 @@ def generator_losses(g_ab: nn.Module, g_ba: nn.Module, d_a: nn.Module, d_b: nn.M
     return sum(parts.values()), parts, fake_a, fake_b
 
 
-def discriminator_loss(d: nn.Module, real: Tensor, fake: Tensor, gan_loss: GANLoss) -> Tensor:
+def discriminator_loss(d: nn.Module, real: Tensor, fake: Tensor, gan_loss: GANLoss,
+                       augment: Callable[[Tensor], Tensor] | None = None,
+                       r1_weight: float = 0.0, parts: dict[str, Tensor] | None = None) -> Tensor:
     """0.5 (GAN(D(real), real) + GAN(D(fake), fake)); `fake` comes from the history pool.
 
     One call on real and fake together: a DDP module must run once per backward."""
-    pred = d(torch.cat([real, fake]))
+    x = torch.cat([real, fake])
+    if augment is not None:  # the same policy for real and fake, parameters drawn per image
+        x = augment(x)
+    if r1_weight > 0:  # the penalty needs the gradient of D with respect to what it sees
+        x = x.detach().requires_grad_(True)
+    pred = d(x)
     preds = pred if isinstance(pred, (list, tuple)) else [pred]
     pred_real = [p[: len(real)] for p in preds]
     pred_fake = [p[len(real):] for p in preds]
-    return 0.5 * (gan_loss(pred_real, True) + gan_loss(pred_fake, False))
+    loss = 0.5 * (gan_loss(pred_real, True) + gan_loss(pred_fake, False))
+    if r1_weight > 0:
+        penalty = r1_penalty(sum(p.float().sum() for p in pred_real), x, len(real))
+        if parts is not None:
+            parts["r1"] = penalty.detach()
+        loss = loss + r1_weight * penalty
+    return loss
+
+
+def r1_penalty(real_score: Tensor, inputs: Tensor, count: int) -> Tensor:
+    """R1 (Mescheder et al. 2018): mean over real images of |grad_x D(x)|^2; `inputs[:count]`
+    are the real images (as D saw them), `real_score` the sum of D's outputs on them."""
+    (grad,) = torch.autograd.grad(real_score, inputs, create_graph=True)
+    return grad[:count].float().pow(2).flatten(1).sum(1).mean()

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from cyclestyle import checkpoint as ckpt
 from cyclestyle.atomic import write_text_atomic
 from cyclestyle.models.factory import Networks, build_networks
-from cyclestyle.models.layers import channels_last_is_safe
+from cyclestyle.models.layers import channels_last_is_safe, instance_norms_as_group_norms
 from cyclestyle.options import ConfigError
 from cyclestyle.runtime import (
     ACCELERATE_NAMES,
@@ -34,8 +34,10 @@ from cyclestyle.runtime import (
     resolve_precision,
     retain_freed_memory,
 )
+from cyclestyle.train.augment import diff_augment
 from cyclestyle.train.config import ExperimentConfig
 from cyclestyle.train.data import UnpairedDataset, build_dataloader, find_domain_images
+from cyclestyle.train.ema import ModelEMA
 from cyclestyle.train.losses import GANLoss, PerceptualLoss
 from cyclestyle.train.monitor import (
     NonFiniteGuard,
@@ -130,11 +132,36 @@ class Trainer:
         # In the G step the discriminators are frozen and only pass gradients to the fakes, so
         # they are called without their DDP wrapper: no gradient sync is due for them there.
         self.d_a_plain, self.d_b_plain = acc.unwrap_model(d_a), acc.unwrap_model(d_b)
+        self.ema = self._build_ema(resume_state)
         if tc.compile:
             self._compile()
         self.dataset = self._build_dataset()
 
     # --- set-up ------------------------------------------------------------------------------
+
+    def _build_ema(self, resume_state: dict[str, Any] | None) -> dict[str, ModelEMA]:
+        """EMA copies of both generators (train.ema_decay > 0), resumed exactly."""
+        if not self.config.train.ema_decay:
+            return {}
+        unwrap = self.accelerator.unwrap_model
+        ema = {name: ModelEMA(unwrap(getattr(self.nets, name)), self.config.train.ema_decay)
+               for name in ("g_ab", "g_ba")}
+        saved = (resume_state or {}).get("ema") or {}
+        for name, average in ema.items():
+            if saved.get(name) is not None:
+                average.load_state_dict(saved[name])
+        return ema
+
+    def generators_for_inference(self) -> tuple[nn.Module, nn.Module]:
+        """(G_AB, G_BA) as samples, evaluation and exports should see them: the EMA copies
+        when train.ema_decay > 0, else the trained weights."""
+        if self.ema:
+            return self.ema["g_ab"].module, self.ema["g_ba"].module
+        unwrap = self.accelerator.unwrap_model
+        return unwrap(self.nets.g_ab), unwrap(self.nets.g_ba)
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        return diff_augment(x, self.config.train.diff_augment)
 
     def _lr_lambda(self, step: int) -> float:
         return lr_factor(step, self.config)
@@ -155,13 +182,13 @@ class Trainer:
         if not self.config.train.channels_last:
             return False
         device, batch = self.accelerator.device, self.config.train.batch_size
-        if all(channels_last_is_safe(net, device, batch) for net in vars(self.nets).values()):
-            for net in vars(self.nets).values():
-                net.to(memory_format=torch.channels_last)
-            return True
-        log.warning("train.channels_last ignored: InstanceNorm at batch size 1 on CPU gives wrong "
-                    "gradients with channels_last in this torch version")
-        return False
+        for net in vars(self.nets).values():
+            if not channels_last_is_safe(net, device, batch):
+                # InstanceNorm's channels_last gradients are wrong on CPU at batch 1: compute
+                # the same normalisation as a GroupNorm, whose gradients are right (and faster).
+                instance_norms_as_group_norms(net)
+            net.to(memory_format=torch.channels_last)
+        return True
 
     def _build_perceptual(self) -> nn.Module:
         lc = self.config.loss
@@ -207,6 +234,7 @@ class Trainer:
             "world_size": self.accelerator.num_processes,
             "nonfinite": self.guard.state_dict(),
             "eval": self.training_fid.state_dict() if self.training_fid else None,
+            "ema": {name: e.state_dict() for name, e in self.ema.items()} or None,
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
@@ -276,11 +304,18 @@ class Trainer:
             torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         """CycleGAN's generator objective; returns (total, parts, fake_a, fake_b)."""
         n = self.nets
+        augment = self._augment if self.config.train.diff_augment else None
         return generator_losses(n.g_ab, n.g_ba, self.d_a_plain, self.d_b_plain, real_a, real_b,
-                                self.config.loss, self.gan_loss, self.perceptual)
+                                self.config.loss, self.gan_loss, self.perceptual, augment)
 
-    def discriminator_loss(self, d: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        return discriminator_loss(d, real, fake, self.gan_loss)
+    def discriminator_loss(self, d: nn.Module, real: torch.Tensor, fake: torch.Tensor,
+                           parts: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        lc = self.config.loss
+        # Lazy R1 (StyleGAN2): every r1_every-th D step, weighted r1_every times as much.
+        lazy = lc.r1_gamma > 0 and self.step % lc.r1_every == 0
+        r1_weight = lc.r1_gamma / 2 * lc.r1_every if lazy else 0.0
+        augment = self._augment if self.config.train.diff_augment else None
+        return discriminator_loss(d, real, fake, self.gan_loss, augment, r1_weight, parts)
 
     def train_step(self, micro_batches: list[dict[str, Any]]) -> tuple[dict[str, torch.Tensor], bool]:
         """One optimizer step of G, then of D, over `grad_accum_steps` micro-batches.
@@ -302,6 +337,8 @@ class Trainer:
         ok = self.guard.all_finite(logs, self._checked_params(self.opt_g), "G")
         if ok:
             self.opt_g.step()
+            for name, average in self.ema.items():
+                average.update(self.accelerator.unwrap_model(getattr(n, name)))
         self.opt_g.zero_grad(set_to_none=True)
         if ok:
             ok = self._discriminator_step(reals, fakes, logs)
@@ -316,11 +353,14 @@ class Trainer:
         # D step on real images and fakes drawn from the history pools.
         _set_requires_grad([n.d_a, n.d_b], True)
         for i, ((real_a, real_b), (fake_a, fake_b)) in enumerate(zip(reals, fakes)):
+            parts_a: dict[str, torch.Tensor] = {}
+            parts_b: dict[str, torch.Tensor] = {}
             with self._no_sync(i < k - 1, n.d_a, n.d_b), acc.autocast():
-                loss_d_a = self.discriminator_loss(n.d_a, real_a, self.pool_a.query(fake_a))
-                loss_d_b = self.discriminator_loss(n.d_b, real_b, self.pool_b.query(fake_b))
+                loss_d_a = self.discriminator_loss(n.d_a, real_a, self.pool_a.query(fake_a), parts_a)
+                loss_d_b = self.discriminator_loss(n.d_b, real_b, self.pool_b.query(fake_b), parts_b)
             acc.backward((loss_d_a + loss_d_b) / k)
-            _accumulate(d_logs, {"d_a": loss_d_a.detach(), "d_b": loss_d_b.detach()}, k)
+            extra = {"r1": parts_a["r1"] + parts_b["r1"]} if "r1" in parts_a else {}
+            _accumulate(d_logs, {"d_a": loss_d_a.detach(), "d_b": loss_d_b.detach(), **extra}, k)
         logs |= d_logs
         ok = self.guard.all_finite(d_logs, self._checked_params(self.opt_d), "D")
         if ok:
@@ -420,7 +460,7 @@ class Trainer:
         """Held-out FID/KID (main process); a new best FID is saved as checkpoints/best.pt."""
         acc, scores = self.accelerator, {}
         if self.training_fid is not None:
-            scores = self.training_fid(acc.unwrap_model(self.nets.g_ab), self.step)
+            scores = self.training_fid(self.generators_for_inference()[0], self.step)
             self._append_metrics({"eval_" + k: v for k, v in scores.items()})
             acc.log({"eval_" + k: v for k, v in scores.items()}, step=self.step)
         if _any_process(acc, True if scores.get("fid_is_best") else None):
@@ -455,7 +495,7 @@ class Trainer:
         items = [self.dataset[i] for i in range(count)]  # fixed stream indices: comparable across steps
         real_a = torch.stack([it["a"] for it in items]).to(self.accelerator.device)
         real_b = torch.stack([it["b"] for it in items]).to(self.accelerator.device)
-        g_ab, g_ba = (self.accelerator.unwrap_model(g) for g in (self.nets.g_ab, self.nets.g_ba))
+        g_ab, g_ba = self.generators_for_inference()
         save_cycle_samples(g_ab, g_ba, real_a, real_b, self.accelerator.autocast(),
                            self.output_dir / "samples" / f"step_{self.step:08d}.png")
 
