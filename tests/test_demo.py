@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from cyclestyle.train import demo
 from cyclestyle.train.config import load_config
@@ -60,11 +61,31 @@ def test_score_prefers_the_truth():
     assert 15 < off["psnr"] < 30 and off["ssim"] < 1
 
 
-def test_demo_pipeline_end_to_end(tmp_path, monkeypatch):
+@pytest.mark.parametrize(("translated", "learned"), [
+    ({"psnr": 17.0, "ssim": 0.50}, True),  # +2.0 dB and better SSIM
+    ({"psnr": 16.9, "ssim": 0.50}, False),  # +1.9 dB only
+    ({"psnr": 18.0, "ssim": 0.45}, False),  # PSNR fine, SSIM worse (the old demo's result)
+    ({"psnr": 18.0, "ssim": 0.46}, False),  # SSIM equal is not above
+])
+def test_the_learned_verdict_needs_2_db_and_better_ssim(translated, learned):
+    ok, why = demo.verdict(translated, {"psnr": 15.0, "ssim": 0.46})
+    assert ok is learned
+    assert why.startswith("the model learned" if learned else "the model did not learn")
+
+
+def test_demo_pipeline_end_to_end(tmp_path, monkeypatch, capsys):
+    """Two steps cannot learn the mapping: the command writes its report and exits 1 naming why."""
+    from cyclestyle.cli import main
+
     monkeypatch.setattr(demo, "TRAIN_PHOTOS", ("coffee", "rocket"))
-    report = demo.run_demo(tmp_path, overrides=["train.max_steps=2", "train.batch_size=1",
-                                                "train.progress=false", "data.num_workers=0"])
+    code = main(["demo", "--output-dir", str(tmp_path), "--set", "train.max_steps=2", "--set",
+                 "train.batch_size=1", "--set", "train.progress=false", "--set",
+                 "data.num_workers=0"])
     results = json.loads((tmp_path / "results.json").read_text())
+    report = tmp_path / "report.html"
+    assert code == 1 and "did not learn the mapping" in capsys.readouterr().err
+    assert results["learned"] is False and results["precision"] in ("fp32", "bf16")
+    assert results["precision_reason"] in report.read_text()
     assert report.is_file() and "photo &rarr; cartoon" in report.read_text()
     assert results["steps"] == 2 and results["held_out_images"] == 12 * len(demo.HELD_OUT_PHOTOS)
     for key in ("translated", "untranslated"):

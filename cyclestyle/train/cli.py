@@ -90,6 +90,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    import json
     import sys
 
     from cyclestyle.train.demo import DemoStopped, run_demo
@@ -99,7 +100,13 @@ def _run_demo(args: argparse.Namespace) -> int:
     except DemoStopped as stopped:  # interrupted, not failed: exit 1, as translate does
         print(f"cyclestyle demo: {stopped}", file=sys.stderr)
         return 1
+    results = json.loads((report.parent / "results.json").read_text())
     print(f"report: {report}")
+    if not results["learned"]:
+        print(f"cyclestyle demo: {results['verdict']}", file=sys.stderr)
+        return 1
+    print(f"demo: {results['verdict']} ({results['train_seconds']} s, precision "
+          f"{results['precision']})")
     return 0
 
 

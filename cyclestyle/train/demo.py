@@ -164,8 +164,10 @@ def run_demo(output_dir: str | Path = "demo_out", overrides: list[str] | None = 
     translated = translate_arrays(g_ab, photos)
     results = {"translated": score(translated, truths), "untranslated": score(photos, truths),
                "held_out_images": len(names), "train_seconds": round(train_seconds, 1),
-               "steps": config.train.max_steps, "checkpoint": str(checkpoint)}
-    results["learned"] = results["translated"]["psnr"] > results["untranslated"]["psnr"]
+               "steps": config.train.max_steps, "checkpoint": str(checkpoint),
+               "precision": trainer.precision, "precision_reason": trainer.precision_reason,
+               "cpu_capability": _cpu_capability()}
+    results["learned"], results["verdict"] = verdict(results["translated"], results["untranslated"])
     write_text_atomic(output_dir / "results.json", json.dumps(results, indent=2))
     # Columns of (photo, translation, truth), one column per held-out crop.
     grid = np.concatenate([np.concatenate(col, axis=0) for col in
@@ -183,12 +185,36 @@ def run_demo(output_dir: str | Path = "demo_out", overrides: list[str] | None = 
     return report
 
 
+# What "learned" means: visibly closer to the truth than doing nothing, in both measures.
+MIN_PSNR_GAIN_DB = 2.0
+
+
+def verdict(translated: dict[str, float], untranslated: dict[str, float]) -> tuple[bool, str]:
+    """(learned, why): PSNR at least MIN_PSNR_GAIN_DB above the untranslated photos' and SSIM
+    above theirs."""
+    gain = translated["psnr"] - untranslated["psnr"]
+    problems = []
+    if not gain >= MIN_PSNR_GAIN_DB:
+        problems.append(f"PSNR is {gain:+.2f} dB from the untranslated photos' (needs "
+                        f"+{MIN_PSNR_GAIN_DB:.0f} dB)")
+    if not translated["ssim"] > untranslated["ssim"]:
+        problems.append(f"SSIM {translated['ssim']:.3f} is not above the untranslated "
+                        f"{untranslated['ssim']:.3f}")
+    if problems:
+        return False, "the model did not learn the mapping: " + "; ".join(problems)
+    return True, (f"the model learned the mapping: {gain:+.2f} dB PSNR and SSIM "
+                  f"{translated['ssim']:.3f} vs {untranslated['ssim']:.3f} untranslated")
+
+
+def _cpu_capability() -> str:
+    return torch.backends.cpu.get_cpu_capability()
+
+
 def render_report(results: dict, config: ExperimentConfig) -> str:
     t, u = results["translated"], results["untranslated"]
-    verdict = ("The model learned the mapping: translated photos are closer to the true cartoons "
-               "than the photos themselves." if results["learned"] else
-               "The translated photos are NOT closer to the true cartoons than the photos: "
-               "train longer (--set train.max_steps=...).")
+    verdict = results["verdict"][0].upper() + results["verdict"][1:] + "."
+    if not results["learned"]:
+        verdict += " Train longer (--set train.max_steps=...)."
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>cyclestyle demo</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}td,th{{padding:4px 12px;
 border-bottom:1px solid #ddd;text-align:right}}img{{image-rendering:pixelated;max-width:100%}}</style>
@@ -205,6 +231,6 @@ seen in training) translated by G_AB, scored against their true cartoon renditio
 <h2>A whole held-out photo at its own size</h2><p>Photo, translation, true cartoon.</p>
 <img src="chelsea.png" alt="chelsea translated">
 <h2>Settings</h2><p>{results['steps']} steps in {results['train_seconds']} s (data, training and
-checkpoints). Training samples: <code>run/samples/</code>; losses: <code>run/metrics.jsonl</code>.</p>
+checkpoints) at precision {results['precision']} ({html.escape(results['precision_reason'])}). Training samples: <code>run/samples/</code>; losses: <code>run/metrics.jsonl</code>.</p>
 <pre>{html.escape(config.to_yaml())}</pre></body></html>
 """
