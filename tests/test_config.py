@@ -29,6 +29,7 @@ def test_documented_keys_exist():
 def test_shipped_configs_load(path):
     config = load_config(path)
     assert isinstance(config, ExperimentConfig)
+    assert config.train.precision in ("auto", "fp32")  # nothing hard-codes bf16
 
 
 def test_yaml_round_trip(tmp_path):
@@ -113,3 +114,4 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("train: [unclosed\n")
     with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
         load_config(bad)
+
