@@ -121,11 +121,21 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         if not found:
             raise CheckpointError(f"no checkpoints (step_*.pt) in {path} or {path}/checkpoints")
         path = found[-1]
+    state = read_torch_file(path)
+    _check_structure(state, path)
+    state["path"] = str(path)
+    return state
+
+
+def read_torch_file(path: str | Path) -> Any:
+    """What a torch.save file holds, loaded with weights_only=True (tensors and plain values
+    only: no code runs); a file that is not a torch.save archive never reaches the unpickler."""
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     _check_torch_save_file(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # torch's message advises weights_only=False: never that
         raise CheckpointError(
             f"{path} holds code or Python objects other than tensors and plain values; "
@@ -134,9 +144,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as err:  # RuntimeError from the zip reader, EOFError, ...
         raise CheckpointError(f"{path} is damaged and cannot be read ({_torch_reason(err)}); a "
                               "truncated file usually means an interrupted copy") from None
-    _check_structure(state, path)
-    state["path"] = str(path)
-    return state
 
 
 # torch.save writes a zip archive; before torch 1.6 (or with _use_new_zipfile_serialization=
@@ -183,6 +190,11 @@ def _short(value: Any) -> str:
 def _bad(path: Path | str, key: str, value: Any, why: str, valid: str) -> CheckpointError:
     """The package's error grammar, prefixed with the checkpoint file."""
     return CheckpointError(f"{path}: {key}: {_short(value)} is invalid: {why}; {valid}")
+
+
+def check_structure(state: Any, path: str | Path) -> None:
+    """Refuse what is not a cyclestyle checkpoint this version reads (one-line errors)."""
+    _check_structure(state, Path(path))
 
 
 def _check_structure(state: Any, path: Path) -> None:
@@ -242,26 +254,40 @@ GENERATORS = ("g_ab", "g_ba")
 def load_generators(path: str | Path) -> tuple[nn.Module, nn.Module, dict[str, Any]]:
     """Rebuild (g_ab, g_ba, stored config as a dict) from a checkpoint alone, in eval mode.
 
-    Nothing the file asks for is allocated before its weights are checked: the networks are
-    first built on the `meta` device (shapes only, no memory), every stored tensor is compared
-    with them (names, shapes, storage actually in the file) and with finite values, and only
-    then are the real networks built. A 3 KB file whose config asks for base_channels=256 used
-    to take 6 GB of memory before the mismatch was found.
+    The exponential moving average of the weights (`state["ema"]`, train.ema_decay > 0) is
+    used when the checkpoint holds it: it is what the run kept for translating.
     """
     state = load_checkpoint(path)
     where = state["path"]
     config = model_config(state)
-    weights = {name: _generator_weights(state, name) for name in GENERATORS}
+    weights = {name: generator_weights(state, name) for name in GENERATORS}
+    g_ab, g_ba = generators_from_weights(config, weights, where)
+    return g_ab, g_ba, state["config"]
+
+
+def generators_from_weights(config: ModelConfig, weights: dict[str, dict[str, torch.Tensor]],
+                            where: str) -> tuple[nn.Module, ...]:
+    """The generators `config` describes, one per entry of `weights` (name -> state dict), in
+    eval mode; `where` prefixes every error (a file, a repo).
+
+    Nothing the weights ask for is allocated before they are checked: the network is first
+    built on the `meta` device (shapes only, no memory), every stored tensor is compared with
+    it (names, shapes, storage actually in the file) and with finite values, and only then are
+    the real networks built. A 3 KB file whose config asks for base_channels=256 used to take
+    6 GB of memory before the mismatch was found.
+    """
     with torch.device("meta"):
         expected = _build(config, where)[0].state_dict()
     for name, stored in weights.items():
         _check_against(stored, expected, f"{where}: models.{name}")
     for name, stored in weights.items():
         _check_finite(stored, f"{where}: models.{name}")
-    g_ab, g_ba = _build(config, where)
-    g_ab.load_state_dict(weights["g_ab"])
-    g_ba.load_state_dict(weights["g_ba"])
-    return g_ab.eval(), g_ba.eval(), state["config"]
+    networks: list[nn.Module] = []
+    while len(networks) < len(weights):  # built in pairs, as a config describes them
+        networks += _build(config, where)
+    for generator, stored in zip(networks, weights.values()):
+        generator.load_state_dict(stored)
+    return tuple(generator.eval() for generator in networks[: len(weights)])
 
 
 def _build(config: ModelConfig, where: str) -> tuple[nn.Module, nn.Module]:
@@ -273,16 +299,35 @@ def _build(config: ModelConfig, where: str) -> tuple[nn.Module, nn.Module]:
                               f"({first_line(err)})") from None
 
 
-def _generator_weights(state: dict[str, Any], name: str) -> dict[str, torch.Tensor]:
-    weights = state["models"].get(name)
+def generator_weights(state: dict[str, Any], name: str) -> dict[str, torch.Tensor]:
+    """Generator `name`'s state dict: its EMA weights over the trained ones where the
+    checkpoint holds them (`state["ema"][name]`, a state dict or ModelEMA's {"weights": ...})."""
+    weights = _tensors(state, f"models.{name}", state["models"].get(name))
+    ema = state.get("ema")
+    if isinstance(ema, dict) and ema.get(name) is not None:
+        averaged = ema[name]
+        if isinstance(averaged, dict) and isinstance(averaged.get("weights"), dict):
+            averaged = averaged["weights"]
+        # Entries the average lacks (buffers it may not keep) come from the trained weights.
+        weights = {**weights, **_tensors(state, f"ema.{name}", averaged)}
+    return weights
+
+
+def uses_ema(state: dict[str, Any]) -> bool:
+    """Whether `generator_weights` takes the checkpoint's EMA weights."""
+    ema = state.get("ema")
+    return isinstance(ema, dict) and all(ema.get(name) is not None for name in GENERATORS)
+
+
+def _tensors(state: dict[str, Any], key: str, weights: Any) -> dict[str, torch.Tensor]:
     if not isinstance(weights, dict):
-        raise _bad(state["path"], f"models.{name}", weights,
+        raise _bad(state["path"], key, weights,
                    "missing" if weights is None else f"a {type(weights).__name__}",
                    "expected the generator's state dict (a mapping of names to tensors)")
-    for key, value in weights.items():
+    for name, value in weights.items():
         if not isinstance(value, torch.Tensor):
-            raise _bad(state["path"], f"models.{name}[{key!r}]", value,
-                       f"a {type(value).__name__}", "expected a tensor")
+            raise _bad(state["path"], f"{key}[{name!r}]", value, f"a {type(value).__name__}",
+                       "expected a tensor")
     return weights
 
 

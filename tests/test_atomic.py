@@ -14,8 +14,8 @@ from PIL import Image
 
 from cyclestyle import atomic
 from cyclestyle import checkpoint as ckpt
-from cyclestyle.metrics.report import write_json
 from cyclestyle.imageio import save_image_atomic
+from cyclestyle.metrics.report import write_json
 from cyclestyle.translate.writer import save_atomic
 
 

@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 
 from cyclestyle import checkpoint as ckpt
-from cyclestyle.train.config import ExperimentConfig
 from cyclestyle.imageio import save_image_atomic
+from cyclestyle.train.config import ExperimentConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

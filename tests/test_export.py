@@ -32,6 +32,8 @@ TINY_ARGS = {
     "unet_attn": {"base_channels": 8, "channel_mults": [1, 2], "depth": 2,
                   "attention_resolutions": [2, 4], "num_res_blocks": 1},
     "resnet": {"base_channels": 4, "n_blocks": 2},
+    "reference_unet": {"base_channels": 4, "num_downs": 5},
+    "cut_resnet": {"base_channels": 4, "n_blocks": 2},
 }
 
 

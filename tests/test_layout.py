@@ -117,7 +117,8 @@ print("HEAVY:" + ",".join(heavy))
 @pytest.mark.parametrize("argv", [["--help"], ["--version"], ["train", "--help"],
                                   ["demo", "--help"], ["translate", "--help"],
                                   ["export", "--help"], ["gatys", "--help"],
-                                  ["evaluate", "--help"], ["models", "--help"]])
+                                  ["evaluate", "--help"], ["models", "--help"],
+                                  ["push", "--help"], ["pretrained", "download", "--help"]])
 def test_help_and_version_import_no_torch(argv):
     out = subprocess.run([sys.executable, "-c", HELP_PROBE, *argv], capture_output=True,
                          text=True, timeout=120, check=True).stdout

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from cyclestyle.train.losses import GANLoss, LossConfig, PerceptualLoss, cycle_loss, identity_loss
 from cyclestyle.models.vgg import VGGFeatures, vgg_layer_names
+from cyclestyle.train.losses import GANLoss, LossConfig, PerceptualLoss, cycle_loss, identity_loss
 
 PRED = torch.tensor([[0.5, -1.0]])
 

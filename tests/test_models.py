@@ -37,6 +37,8 @@ TINY_GENERATOR_ARGS = {
     "unet_attn": dict(base_channels=8, depth=3, channel_mults=[1, 2, 2],
                       attention_resolutions=[4, 8], attention_heads=2),
     "resnet": dict(base_channels=8, n_blocks=2),
+    "reference_unet": dict(base_channels=4, num_downs=5),
+    "cut_resnet": dict(base_channels=8, n_blocks=2),
 }
 TINY_DISCRIMINATOR_ARGS = {
     "patchgan": dict(base_channels=8, n_layers=2),

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cyclestyle.train.config import load_config
 from cyclestyle.models import create_discriminator, create_generator
+from cyclestyle.train.config import load_config
 from cyclestyle.train.trainer import build_networks
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"

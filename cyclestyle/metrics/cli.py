@@ -20,6 +20,12 @@ DESCRIPTION = textwrap.dedent("""\
     (FID, KID, VGG style distances) and against their sources (SSIM, PSNR, LPIPS;
     source and translation are paired by relative path without extension).
 
+    FID/KID use torchmetrics' own Inception by default (torch-fidelity's weights,
+    fetched once into the torch hub cache). Offline, point CYCLESTYLE_INCEPTION_WEIGHTS
+    at a TorchScript Inception, or pass --inception-weights; with neither and nothing
+    cached the command stops (exit 2) saying so. Every result records the extractor's
+    name and sha256.
+
     Example (offline, with a TorchScript Inception):
       cyclestyle evaluate --real data/paintings --fake out/translated \\
           --source data/photos_test --inception-weights inception-2015-12-05-torchscript.pt \\
@@ -27,7 +33,8 @@ DESCRIPTION = textwrap.dedent("""\
 
     Without --metrics every metric runs and those whose weights or inputs are missing
     (or whose sets are too small: FID and KID need 2 images per set) are skipped with the
-    reason (in metrics.json); named metrics fail loudly instead. Inception features are
+    reason (in metrics.json); named metrics fail loudly instead, and so do FID and KID
+    when no Inception can be had at all. Inception features are
     cached per image set (keyed by file contents, extractor sha256 and resize mode), so
     scoring many checkpoints against one real set is cheap. KID is reported x10^3 with its
     std over subsets; sets not larger than --kid-subset-size use subsets of half the

@@ -4,9 +4,11 @@ Every number FID or KID produces depends on three choices that tools rarely stat
 (and which weights) embeds the images, how images are resized to its input size, and whether the
 resized pixels are quantised again. Here each is explicit and recorded:
 
-* extractor: a TorchScript Inception file (the offline case), torchmetrics' own Inception
-  (needs torch-fidelity and its downloadable weights), or any ``nn.Module``. Each has a ``name``
-  and a ``sha256`` (of the weights file, or of the module's state dict).
+* extractor: torchmetrics' own Inception (the default: torch-fidelity's weights, fetched on
+  first use into the torch hub cache), a TorchScript Inception file (the offline case:
+  ``--inception-weights`` or $CYCLESTYLE_INCEPTION_WEIGHTS), or any ``nn.Module``. Each has a
+  ``name`` and a ``sha256`` (of the weights file, or of the module's state dict), recorded with
+  every result so numbers of two extractors are never mixed silently.
 * resize (see RESIZE_MODES): ``pil_bicubic`` (default, antialiased, in float so nothing is
   re-quantised) or ``tf1_bilinear`` (the original TensorFlow FID graph's ResizeBilinear without
   half-pixel centres or antialiasing; use it to compare with published numbers).
@@ -36,7 +38,8 @@ from cyclestyle.metrics.resize import RESIZE_MODES
 __all__ = [
     "RESIZE_MODES", "FeatureExtractor", "FeatureCache", "resize_to", "load_inception",
     "torchscript_inception", "torchmetrics_inception", "module_extractor", "extract_features",
-    "features_of_tensors", "file_sha256", "default_cache_dir",
+    "features_of_tensors", "file_sha256", "default_cache_dir", "INCEPTION_ENV",
+    "ExtractorUnavailable", "torchmetrics_weights_path",
 ]
 
 log = logging.getLogger(__name__)
@@ -120,19 +123,59 @@ def torchscript_inception(path: str | os.PathLike) -> FeatureExtractor:
                             probe.shape[1], 299, "minus1_1")
 
 
-def torchmetrics_inception() -> FeatureExtractor:
-    """torchmetrics' default Inception (torch-fidelity's port of the TF graph), 2048-d pool3."""
+INCEPTION_ENV = "CYCLESTYLE_INCEPTION_WEIGHTS"  # a TorchScript Inception for offline machines
+# torch-fidelity's port of the TF FID Inception (torch_fidelity.feature_extractor_inceptionv3).
+TORCHMETRICS_WEIGHTS = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+                        "weights-inception-2015-12-05-6726825d.pth")
+
+
+class ExtractorUnavailable(ValueError):
+    """No FID/KID extractor can be had: one line saying how to provide one (exit 2)."""
+
+
+def torchmetrics_weights_url() -> str:
+    """The URL torch-fidelity fetches its Inception weights from (its own constant if found)."""
     try:
+        from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+    except ImportError:
+        return TORCHMETRICS_WEIGHTS
+    return URL_INCEPTION_V3
+
+
+def torchmetrics_weights_path() -> Path:
+    """Where torch.hub keeps torch-fidelity's Inception weights once fetched."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / torchmetrics_weights_url().rsplit("/", 1)[1]
+
+
+def _how_to_go_offline() -> str:
+    return (f"offline, set {INCEPTION_ENV}=PATH or pass --inception-weights PATH to a "
+            "TorchScript Inception such as inception-2015-12-05-torchscript.pt")
+
+
+def torchmetrics_inception() -> FeatureExtractor:
+    """torchmetrics' default Inception (torch-fidelity's port of the TF graph), 2048-d pool3.
+
+    Its weights are fetched on first use into the torch hub cache (`torchmetrics_weights_path`);
+    the extractor's sha256 is that file's."""
+    cached = torchmetrics_weights_path()
+    try:
+        import torch_fidelity  # noqa: F401  (NoTrainInceptionV3 needs it)
         from torchmetrics.image.fid import NoTrainInceptionV3
+    except ImportError as err:
+        raise ExtractorUnavailable(
+            f"FID/KID need an Inception network: torchmetrics' default needs torch-fidelity, "
+            f"which is not installed ({err}); `pip install torch-fidelity`, or "
+            f"{_how_to_go_offline()}") from None
+    if not cached.is_file():
+        _fetch(torchmetrics_weights_url(), cached)
+    try:
         module = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"])
-    except Exception as err:  # torch-fidelity missing, or its weights cannot be downloaded
-        raise RuntimeError(
-            f"torchmetrics' default Inception is unavailable ({type(err).__name__}: {err}). "
-            "Install torch-fidelity (and allow it to fetch its weights once), or pass "
-            "--inception-weights PATH to a TorchScript Inception such as "
-            "inception-2015-12-05-torchscript.pt") from err
-    return FeatureExtractor(module, "torchmetrics:inception-v3-compat", _state_sha256(module),
-                            2048, 299, "uint8")
+    except Exception as err:  # a damaged file, ...
+        raise RuntimeError(f"torchmetrics' default Inception did not load from {cached} "
+                           f"({type(err).__name__}: {err}); delete the file to fetch it "
+                           f"again, or {_how_to_go_offline()}") from err
+    sha256 = file_sha256(cached) if cached.is_file() else _state_sha256(module)
+    return FeatureExtractor(module, "torchmetrics:inception-v3-compat", sha256, 2048, 299, "uint8")
 
 
 def module_extractor(module: nn.Module, name: str | None = None, input_size: int = 299,
@@ -148,12 +191,35 @@ def module_extractor(module: nn.Module, name: str | None = None, input_size: int
                             input_range)
 
 
+def _fetch(url: str, path: Path) -> None:
+    """Download `url` to `path` as torch.hub would, quietly, so that failing offline is one
+    line instead of torch.hub's progress output first. (No checksum is enforced: none is
+    published; the file's sha256 is recorded with every result instead.)"""
+    log.info("fetching torchmetrics' Inception weights (95 MB, once) into %s", path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.download")
+    try:
+        torch.hub.download_url_to_file(url, str(partial), progress=False)
+        os.replace(partial, path)
+    except Exception as err:  # URLError (no network), HTTPError, a full disk, ...
+        reason = " ".join(f"{type(err).__name__}: {getattr(err, 'reason', None) or err}".split())
+        raise ExtractorUnavailable(
+            f"FID/KID need an Inception network: torchmetrics' default is not in the torch hub "
+            f"cache ({path}) and could not be downloaded ({reason}); {_how_to_go_offline()}"
+        ) from None
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def load_inception(weights: str | os.PathLike | nn.Module | None) -> FeatureExtractor:
-    """Choose the FID/KID extractor: a path (TorchScript), a module, or None (torchmetrics')."""
+    """Choose the FID/KID extractor: a path (TorchScript), a module, or None: the TorchScript
+    file $CYCLESTYLE_INCEPTION_WEIGHTS names when set, else torchmetrics' own Inception."""
     if isinstance(weights, FeatureExtractor):
         return weights
     if isinstance(weights, nn.Module):
         return module_extractor(weights)
+    if weights is None and os.environ.get(INCEPTION_ENV):
+        weights = os.environ[INCEPTION_ENV]
     if weights is None:
         return torchmetrics_inception()
     return torchscript_inception(weights)

@@ -24,7 +24,8 @@ class EvaluateOptions:
     # A path (TorchScript), an nn.Module / FeatureExtractor from Python, or None (torchmetrics').
     inception_weights: Any = option(
         None, metavar="PATH", help="TorchScript Inception file (NCHW [-1, 1] at 299x299 -> "
-        "2048-d); default: torchmetrics' Inception (needs torch-fidelity)")
+        "2048-d); default: $CYCLESTYLE_INCEPTION_WEIGHTS when set, else torchmetrics' own "
+        "Inception (torch-fidelity's weights, fetched once into the torch hub cache)")
     resize: str = option(
         "pil_bicubic", choices=sorted(RESIZE_MODES), help="resize to the Inception input: "
         + "; ".join(f"{k}: {v}" for k, v in RESIZE_MODES.items()))

@@ -59,7 +59,8 @@ def _register(table: dict[str, type[nn.Module]], kind: str, name: str) -> Callab
     return decorator
 
 
-_FAMILIES = ("cyclestyle.models.resnet", "cyclestyle.models.unet_attn", "cyclestyle.models.patchgan")
+_FAMILIES = ("cyclestyle.models.resnet", "cyclestyle.models.unet_attn", "cyclestyle.models.patchgan",
+             "cyclestyle.models.reference_unet", "cyclestyle.models.cut_resnet")
 
 
 def _ensure_registered() -> None:

@@ -1,5 +1,6 @@
 """Translation with a trained generator: the Translator, the folder runner, its writer,
-tiling, export, and the `translate`/`export` commands.
+tiling, export, release folders, loading from anywhere (sources), the reference's model zoo,
+and the `translate`/`export`/`push`/`pretrained` commands.
 
     from cyclestyle.translate import Translator
     Translator.from_checkpoint("runs/p2p").translate(image)
@@ -17,4 +18,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "export_generator": "cyclestyle.translate.export",
     "load_exported": "cyclestyle.translate.export",
     "TranslateOptions": "cyclestyle.translate.options",
+    "load_model": "cyclestyle.translate.sources",
+    "read_release": "cyclestyle.translate.release",
+    "write_release": "cyclestyle.translate.release",
 })

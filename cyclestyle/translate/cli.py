@@ -1,4 +1,5 @@
-"""`cyclestyle translate` and `cyclestyle export`: the command line over cyclestyle.translate.
+"""`cyclestyle translate`, `export`, `push` and `pretrained`: the command line over
+cyclestyle.translate.
 
 `translate` splits the files between processes under `accelerate launch` (or torchrun), runs
 `translate_files`, gathers every rank's summary and prints it on rank 0; the exit code is 1 if
@@ -11,8 +12,13 @@ from __future__ import annotations
 import argparse
 import os
 
-from cyclestyle.options import add_dataclass_arguments, dataclass_from_args
-from cyclestyle.translate.options import TOLERANCE, ExportOptions, TranslateOptions
+from cyclestyle.options import add_dataclass_arguments, dataclass_from_args, invalid
+from cyclestyle.translate.options import (
+    TOLERANCE,
+    ExportOptions,
+    PushOptions,
+    TranslateOptions,
+)
 
 __all__ = ["add_parsers"]
 
@@ -49,9 +55,45 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
             f"Before the file is kept, PyTorch's output on a random batch of a size other than\n"
             f"the export example must be finite, and the file's must agree with it to a max\n"
             f"absolute difference of {TOLERANCE:.0e} (float32). An existing --output is never\n"
-            "replaced without --overwrite."))
+            "replaced without --overwrite.\n"
+            "  hub          a release folder (--output DIR) for the Hugging Face Hub: both\n"
+            "               generators in model.safetensors (EMA weights when the run kept\n"
+            "               them), config.json, a README.md model card (with --metrics FILE\n"
+            "               and --samples DIR); load it with --checkpoint DIR or, uploaded,\n"
+            "               hf://user/name"))
     add_dataclass_arguments(p, ExportOptions)
     p.set_defaults(func=run_export)
+    p = subparsers.add_parser(
+        "push", help="upload a model to the Hugging Face Hub as a release (export --format hub)",
+        description="Build the release folder of --checkpoint (as `export --format hub` does) "
+        "in a temporary folder and upload it to --repo with huggingface_hub (log in first: "
+        "`hf auth login`, or set HF_TOKEN). The repository is created if it does not exist.")
+    add_dataclass_arguments(p, PushOptions)
+    p.set_defaults(func=run_push)
+    _add_pretrained_parser(subparsers)
+
+
+def _add_pretrained_parser(subparsers: argparse._SubParsersAction) -> None:
+    from cyclestyle.translate.zoo import PREFIX
+
+    p = subparsers.add_parser(
+        "pretrained", help="the reference CycleGAN / pix2pix pretrained generators: list, download",
+        description="The model zoo of junyanz/pytorch-CycleGAN-and-pix2pix, loadable with "
+        f"--checkpoint {PREFIX}NAME once downloaded.")
+    sub = p.add_subparsers(dest="pretrained_command", metavar="ACTION", required=True)
+    listing = sub.add_parser("list", help="names, architectures and official URLs")
+    listing.set_defaults(func=run_pretrained_list)
+    fetch = sub.add_parser(
+        "download", help="fetch one generator into the torch hub cache",
+        description="Download NAME into TORCH_HOME/hub/checkpoints/cyclestyle/ (torch.hub's "
+        "cache). The reference publishes no checksums: the first download's sha256 is recorded "
+        "beside the file (NAME.pth.sha256) and later loads and downloads are checked against it.")
+    fetch.add_argument("name", metavar="NAME", help="a name from `cyclestyle pretrained list`")
+    fetch.add_argument("--url", help="download from here instead of the official URL (a mirror, "
+                       "or a file:// URL)")
+    fetch.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                       help="show a progress bar (default: %(default)s)")
+    fetch.set_defaults(func=run_pretrained_download)
 
 
 def _distributed(device: str | None) -> tuple[int, int, object]:
@@ -82,8 +124,8 @@ def run_translate(args: argparse.Namespace) -> int:
     device = opts.device or (str(state.device) if state is not None else None)
     unreadable: list = []
     jobs = plan_jobs(opts.input, opts.output, opts.format, opts.allow_inside_input, unreadable)
-    translator = Translator.from_checkpoint(
-        opts.checkpoint, opts.direction, device=device, precision=opts.precision,
+    translator = Translator.from_pretrained(
+        opts.checkpoint, opts.direction, opts.revision, device=device, precision=opts.precision,
         tile=opts.tile, tile_overlap=opts.tile_overlap, size=opts.size, max_size=opts.max_size,
         batch_size=opts.batch_size)
     summary = translate_files(translator, jobs, opts.skip_existing, opts.workers,
@@ -133,14 +175,19 @@ def format_summary(summary, output: str) -> str:
 
 def run_export(args: argparse.Namespace) -> int:
     from cyclestyle import __version__
-    from cyclestyle.checkpoint import load_generators
-    from cyclestyle.translate.export import check_output, export_generator
 
     args = dataclass_from_args(ExportOptions, args)
+    if args.format == "hub":
+        return _export_release(args)
+    for flag, value in (("--metrics", args.metrics), ("--samples", args.samples)):
+        if value is not None:
+            raise invalid(flag, value, f"given with --format {args.format}",
+                          "only --format hub writes a model card")
+    from cyclestyle.translate.export import check_output, export_generator
+    from cyclestyle.translate.sources import load_model
 
     check_output(args.output, args.overwrite)  # before the (slow) load and export
-    g_ab, g_ba, _ = load_generators(args.checkpoint)
-    generator = g_ab if args.direction == "a2b" else g_ba
+    generator = load_model(args.checkpoint, args.revision).generator(args.direction)
     metadata = {"cyclestyle.version": __version__, "cyclestyle.direction": args.direction,
                 "cyclestyle.generator": str(getattr(generator, "registry_name", "")),
                 "cyclestyle.input": "float32 NCHW RGB in [-1, 1]"}
@@ -149,4 +196,49 @@ def run_export(args: argparse.Namespace) -> int:
                else f"max |diff| vs PyTorch {report.max_abs_diff:.1e}")
     print(f"exported {args.direction} generator ({report.format}, stride {report.stride}) to "
           f"{report.path}; {checked}")
+    return 0
+
+
+def _export_release(args) -> int:
+    from cyclestyle.translate.release import check_release_output, write_release
+    from cyclestyle.translate.sources import load_model
+
+    check_release_output(args.output, args.overwrite)  # before the load
+    model = load_model(args.checkpoint, args.revision)
+    out = write_release(model, args.output, metrics=args.metrics, samples=args.samples,
+                        overwrite=args.overwrite)
+    print(f"wrote release {out}: model.safetensors ({', '.join(model.generators)}, "
+          f"{model.config['weights']} weights), config.json, README.md; load it with "
+          f"--checkpoint {out}")
+    return 0
+
+
+def run_push(args: argparse.Namespace) -> int:
+    from cyclestyle.translate.release import push_release
+    from cyclestyle.translate.sources import load_model
+
+    opts = dataclass_from_args(PushOptions, args)
+    model = load_model(opts.checkpoint, opts.revision)
+    url = push_release(model, opts.repo, private=opts.private, metrics=opts.metrics,
+                       samples=opts.samples, message=opts.message)
+    print(f"pushed {opts.checkpoint} to {url}; load it with --checkpoint hf://{opts.repo}")
+    return 0
+
+
+def run_pretrained_list(args: argparse.Namespace) -> int:
+    from cyclestyle.translate import zoo
+
+    print(f"{'NAME':<30} {'NETG':<15} {'STATE':<15} URL")
+    for name in zoo.ZOO:
+        print(zoo.describe(name))
+    print(f"\ncache: {zoo.zoo_dir()}; use one with --checkpoint {zoo.PREFIX}NAME")
+    return 0
+
+
+def run_pretrained_download(args: argparse.Namespace) -> int:
+    from cyclestyle.translate import zoo
+
+    path = zoo.download(args.name, args.url, args.progress)
+    print(f"{args.name}: {path} (sha256 {zoo.expected_sha256(args.name)}); translate with "
+          f"--checkpoint {zoo.PREFIX}{args.name}")
     return 0

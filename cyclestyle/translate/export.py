@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from cyclestyle.atomic import atomic_path
-from cyclestyle.translate.options import EXPORT_FORMATS, TOLERANCE
+from cyclestyle.translate.options import FILE_FORMATS, TOLERANCE
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +105,8 @@ def export_generator(generator: nn.Module, output: str | os.PathLike, fmt: str =
     The file appears only once written and checked (temp file + rename); a failed check raises
     RuntimeError and leaves nothing behind. The ONNX check needs onnxruntime (skipped without).
     """
-    if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"format={fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    if fmt not in FILE_FORMATS:
+        raise ValueError(f"format={fmt!r}; choose one of {', '.join(FILE_FORMATS)}")
     output = check_output(output, overwrite)
     output.parent.mkdir(parents=True, exist_ok=True)
     generator = copy.deepcopy(generator).cpu().float().eval().requires_grad_(False)

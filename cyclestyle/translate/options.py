@@ -6,6 +6,7 @@ Field, flag (`tile_overlap` -> `--tile-overlap`), default and help come from the
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from cyclestyle.imageio import MAX_IMAGE_PIXELS
@@ -14,17 +15,30 @@ from cyclestyle.runtime import PRECISIONS
 
 DIRECTIONS = ("a2b", "b2a")
 OUTPUT_FORMATS = ("same", "png", "jpg")
-EXPORT_FORMATS = ("onnx", "torchscript")
+FILE_FORMATS = ("onnx", "torchscript")  # one standalone file per generator
+EXPORT_FORMATS = (*FILE_FORMATS, "hub")  # hub: a release folder (cyclestyle.translate.release)
 MIN_SIDE = 8  # smaller images carry too little content to translate
 TOLERANCE = 1e-4  # export: max |exported - PyTorch| on [-1, 1] outputs, float32
+HF_PREFIX = "hf://"  # --checkpoint hf://user/name: a Hugging Face Hub repo
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")  # user/name
+MAX_SAMPLES = 4  # export --format hub: sample images copied into the model card
+
+
+# What --checkpoint accepts, wherever a model is loaded (cyclestyle.translate.sources).
+MODEL_SOURCES = ("a training checkpoint (file or run folder), a release folder (export --format "
+                 "hub), a Hugging Face Hub repo (hf://user/name or user/name), pretrained:NAME "
+                 "(cyclestyle pretrained list), or a generator file of pytorch-CycleGAN-and-"
+                 "pix2pix or CUT (latest_net_G_A.pth, or its folder)")
 
 
 @dataclass
 class TranslateOptions:
-    checkpoint: str = option(help="checkpoint file or run folder")
+    checkpoint: str = option(help=MODEL_SOURCES)
     input: str = option(help="an image, a folder, or a text file listing one image path per line")
     output: str = option(help="folder for the translated images")
     direction: str = option("a2b", help="a2b uses G_AB, b2a uses G_BA", choices=DIRECTIONS)
+    revision: str | None = option(None, help="Hub repo only: branch, tag or commit (default: "
+                                  "main)")
     batch_size: int | None = option(None, help="images (or tiles) of equal size per forward "
                                     "pass (default: 1 on CPU, where larger batches measured "
                                     "slower, 4 on GPU)")
@@ -72,8 +86,29 @@ class TranslateOptions:
 
 @dataclass
 class ExportOptions:
-    checkpoint: str = option(help="checkpoint file or run folder")
-    output: str = option(help="file to write, e.g. g_ab.onnx or g_ab.pt")
-    direction: str = option("a2b", help="a2b exports G_AB, b2a exports G_BA", choices=DIRECTIONS)
-    format: str = option("onnx", help="file type", choices=EXPORT_FORMATS)
-    overwrite: bool = option(False, help="replace --output if it exists")
+    checkpoint: str = option(help=MODEL_SOURCES)
+    output: str = option(help="file to write, e.g. g_ab.onnx or g_ab.pt; for hub a folder")
+    direction: str = option("a2b", help="a2b exports G_AB, b2a exports G_BA (hub: both)",
+                            choices=DIRECTIONS)
+    format: str = option("onnx", help="file type, or hub: a release folder (model.safetensors, "
+                         "config.json, README.md model card)", choices=EXPORT_FORMATS)
+    revision: str | None = option(None, help="Hub repo only: branch, tag or commit")
+    metrics: str | None = option(None, metavar="FILE", help="hub: the metrics.json of "
+                                 "`cyclestyle evaluate`, reported in the model card")
+    samples: str | None = option(None, metavar="DIR", help="hub: a folder of translated "
+                                 f"images; the first {MAX_SAMPLES} (sorted) go into the model card")
+    overwrite: bool = option(False, help="replace --output if it exists (hub: a non-empty "
+                             "folder; the release's files are replaced, others left alone)")
+
+
+@dataclass
+class PushOptions:
+    checkpoint: str = option(help=MODEL_SOURCES)
+    repo: str = option(help="Hub repository to upload to, user/name (created if absent)")
+    private: bool = option(False, help="create the repository as private")
+    revision: str | None = option(None, help="source Hub repo only: branch, tag or commit")
+    metrics: str | None = option(None, metavar="FILE", help="metrics.json of `cyclestyle "
+                                 "evaluate`, reported in the model card")
+    samples: str | None = option(None, metavar="DIR", help="folder of translated images for "
+                                 "the model card")
+    message: str = option("Upload cyclestyle release", help="commit message")

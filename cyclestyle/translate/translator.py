@@ -3,6 +3,7 @@ whole folders (cyclestyle/translate/runner.py; its command line: cyclestyle/tran
 
     translator = Translator.from_checkpoint("runs/p2p", direction="a2b")
     painting = translator.translate(Image.open("photo.jpg"))  # same size, alpha kept
+    Translator.from_pretrained("hf://user/photo2painting")  # or a release folder, pretrained:NAME
 
 By default an image is translated at its own size: the generator pads to its stride and crops
 back, so the output has exactly the input's width and height. `size`/`max_size` rescale first
@@ -21,6 +22,7 @@ from PIL import Image
 from torch import nn
 
 from cyclestyle.imageio import alpha_of, pil_to_tensor, tensor_to_pil, to_rgb
+from cyclestyle.models.layers import instance_norms_as_group_norms
 from cyclestyle.options import invalid
 from cyclestyle.runtime import PRECISIONS, describe_precision, resolve_precision
 from cyclestyle.translate.options import DIRECTIONS, MIN_SIDE
@@ -107,6 +109,17 @@ class Translator:
         g_ab, g_ba, _ = load_generators(path)
         return cls(g_ab if direction == "a2b" else g_ba, **kwargs)
 
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str | os.PathLike, direction: str = "a2b",
+                        revision: str | None = None, **kwargs) -> Translator:
+        """G_AB (a2b) or G_BA (b2a) from a training checkpoint, a release folder, a Hub repo
+        (`hf://user/name` or `user/name`, at `revision`), `pretrained:NAME` (the reference's
+        model zoo) or a pytorch-CycleGAN-and-pix2pix / CUT generator file
+        (cyclestyle.translate.sources). Other arguments go to the constructor."""
+        from cyclestyle.translate.sources import load_model
+
+        return cls(load_model(path_or_repo_id, revision).generator(direction), **kwargs)
+
     def _autocast(self) -> contextlib.AbstractContextManager:
         dtype = AUTOCAST_DTYPES[self.precision]
         if dtype is None:
@@ -188,18 +201,8 @@ def to_fast_cpu_layout(generator: nn.Module) -> nn.Module:
     Not for training: channels_last gradients through InstanceNorm at batch 1 are wrong on CPU
     in torch 2.14 (cyclestyle.models.channels_last_is_safe).
     """
-    for parent in list(generator.modules()):
-        for name, child in parent.named_children():
-            if isinstance(child, nn.InstanceNorm2d) and not child.track_running_stats:
-                setattr(parent, name, _as_group_norm(child))
+    instance_norms_as_group_norms(generator).requires_grad_(False)
     return generator.to(memory_format=torch.channels_last)
 
-
-def _as_group_norm(norm: nn.InstanceNorm2d) -> nn.GroupNorm:
-    group = nn.GroupNorm(norm.num_features, norm.num_features, eps=norm.eps, affine=norm.affine)
-    if norm.affine:
-        group.load_state_dict(norm.state_dict())
-        group.to(norm.weight.device)
-    return group.train(norm.training).requires_grad_(False)
 
 
