@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from cyclestyle.models import create_discriminator, create_generator
+from cyclestyle.models.factory import build_networks
 from cyclestyle.train.config import load_config
-from cyclestyle.train.trainer import build_networks
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 REFERENCE_GENERATOR_PARAMS = 11_378_179  # ResNet-9, ngf 64, as printed by the reference repo
@@ -69,7 +69,7 @@ def test_reference_networks_compute_what_ours_compute(ref):
 
 def test_benchmark_configures_ours_as_the_reference():
     bench = load_script("bench_train")
-    nets = build_networks(load_config(None, bench.AS_REFERENCE))
+    nets = build_networks(load_config(None, bench.AS_REFERENCE).model)
     assert count_params(nets.g_ab) == REFERENCE_GENERATOR_PARAMS
     assert count_params(nets.d_a) == 2_765_633  # the reference's 2,764,737 + 896: see AS_REFERENCE
 

@@ -198,8 +198,8 @@ def poison_gradients(trainer: Trainer, bad_steps: set[int], owner: str) -> None:
     else:
         original_d = trainer.discriminator_loss
 
-        def poisoned_d(d, real, fake):
-            loss = original_d(d, real, fake)
+        def poisoned_d(d, real, fake, parts=None):
+            loss = original_d(d, real, fake, parts)
             return NanGradient.apply(loss) if trainer.step + 1 in bad_steps else loss
 
         trainer.discriminator_loss = poisoned_d

@@ -1,4 +1,4 @@
-"""`cyclestyle train`, `cyclestyle demo` and `cyclestyle models`.
+"""`cyclestyle train`, `cyclestyle demo`, `cyclestyle models` and `cyclestyle report`.
 
 Only argparse at import time: the heavy modules load when a command runs.
 """
@@ -16,6 +16,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _add_train(sub)
     _add_demo(sub)
     _add_models(sub)
+    _add_report(sub)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -55,11 +56,17 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config.to_yaml(), end="")
         return 0
+    import os
+
     from cyclestyle.imageio import set_max_image_pixels
+    from cyclestyle.train.config import resolve_epochs
     from cyclestyle.train.data import find_domain_images
 
     data = config.data
-    find_domain_images(data.domain_a, data.domain_b, data.root, data.split)  # before any network
+    files_a, files_b = find_domain_images(data.domain_a, data.domain_b, data.root,
+                                          data.split)  # before any network
+    # train.epochs -> steps; WORLD_SIZE is set by `accelerate launch` (and torchrun).
+    resolve_epochs(config, max(len(files_a), len(files_b)), int(os.environ.get("WORLD_SIZE", 1)))
     set_max_image_pixels(data.max_image_pixels)  # DataLoader workers inherit it
     from cyclestyle.train.trainer import train
 
@@ -126,4 +133,18 @@ def _run_models(args: argparse.Namespace) -> int:
         for name in names:
             args_text = ", ".join(f"{k}={v!r}" for k, v in arguments(name).items())
             print(f"  {name}({args_text})")
+    return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write RUN_DIR/index.html: loss and FID/KID charts, "
+                       "samples over time, config, throughput (opens offline)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a training run's output_dir")
+    p.set_defaults(func=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from cyclestyle.train.report import write_report
+
+    print(f"report: {write_report(args.run_dir)}")
     return 0

@@ -22,11 +22,14 @@ from cyclestyle.options import ConfigError
 from cyclestyle.runtime import PRECISIONS
 
 __all__ = ["ConfigError", "DataConfig", "EvalConfig", "ExperimentConfig", "LossConfig",
-           "ModelConfig", "TrainConfig", "flat_keys", "from_dict", "load_config"]
+           "ModelConfig", "TrainConfig", "flat_keys", "from_dict", "load_config", "resolve_epochs"]
 
 TRACKERS = ("none", "wandb", "tensorboard")
 GAN_MODES = ("lsgan", "vanilla", "hinge")
 DIFF_AUGMENT_POLICIES = ("color", "translation", "cutout")  # cyclestyle.train.augment
+# The reference's --preprocess values (see cyclestyle.train.data.preprocess_image); its `none`
+# (whole images, sides rounded to a multiple of 4) would need size buckets and is not offered.
+PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop")
 
 
 @dataclass
@@ -36,7 +39,10 @@ class DataConfig:
     root: str = ""  # alternative: CycleGAN layout root/{split}A, root/{split}B
     split: str = "train"
     image_size: int = 256  # training crop, square
-    load_size: int = 0  # short side before the crop; 0 = image_size * 286/256 as in CycleGAN
+    load_size: int = 0  # short side (scale_width*: width) before the crop; 0 = image_size * 286/256
+    # How a training image becomes what the networks see (the reference's --preprocess):
+    # resize_and_crop | crop | scale_width | scale_width_and_crop, see data.preprocess_image.
+    preprocess: str = "resize_and_crop"
     flip: bool = True
     skip_bad_images: bool = False  # warn and count unreadable files instead of failing
     num_workers: int = 2
@@ -53,6 +59,8 @@ class DataConfig:
         _check(self.num_workers >= 0, "data.num_workers", self.num_workers, "an integer >= 0")
         _check(self.split in ("train", "test"), "data.split", self.split, "'train' or 'test'",
                why="not a known split")
+        _check(self.preprocess in PREPROCESS_MODES, "data.preprocess", self.preprocess,
+               " / ".join(PREPROCESS_MODES), why="not a known preprocessing mode")
 
     @property
     def resolved_load_size(self) -> int:
@@ -115,6 +123,10 @@ class LossConfig:
 @dataclass
 class TrainConfig:
     max_steps: int = 200_000
+    # The reference's --n_epochs / --n_epochs_decay, an alternative to max_steps/decay_start:
+    # converted to steps from the dataset size by `resolve_epochs` before training. 0 = unused.
+    epochs: int = 0
+    decay_epochs: int = 0
     batch_size: int = 1
     lr: float = 2e-4
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
@@ -152,6 +164,9 @@ class TrainConfig:
                     "keep_checkpoints", "log_every", "sample_every"):
             value = getattr(self, key)
             _check(value >= 1, f"train.{key}", value, "an integer >= 1")
+        for key in ("epochs", "decay_epochs"):
+            value = getattr(self, key)
+            _check(value >= 0, f"train.{key}", value, "an integer >= 0 (0 = unused)")
         _check(self.max_bad_steps >= 0, "train.max_bad_steps", self.max_bad_steps,
                "an integer >= 0 (0 = no check)")
         _check(self.pool_size >= 0, "train.pool_size", self.pool_size, "an integer >= 0")
@@ -241,6 +256,11 @@ class ExperimentConfig:
                 raise ConfigError(str(err)) from err
         if self.eval.every:
             self.eval.held_out_dirs(self.data)  # fail now, not after hours of training
+        _check(self.data.preprocess != "scale_width" or self.train.batch_size == 1,
+               "data.preprocess", self.data.preprocess,
+               "train.batch_size=1 with it, or scale_width_and_crop / resize_and_crop / crop",
+               why=f"its images differ in height, so they cannot be batched "
+               f"(train.batch_size={self.train.batch_size})")
         self._check_output_outside_data()
         self._check_networks_fit()
         return self
@@ -325,6 +345,43 @@ class ExperimentConfig:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def resolve_epochs(config: ExperimentConfig, dataset_size: int,
+                   world_size: int = 1) -> ExperimentConfig:
+    """Convert train.epochs/decay_epochs to train.max_steps/decay_start, in place; returns config.
+
+    As in the reference, an epoch is max(len(A), len(B)) images (`dataset_size`); one step
+    consumes the effective batch, batch_size * world_size * grad_accum_steps images, so
+    max_steps = ceil((epochs + decay_epochs) * N / batch) and decay_start = ceil(epochs * N /
+    batch). A max_steps or decay_start that differs from its default was set explicitly and
+    must agree (a ConfigError otherwise); an already resolved config therefore resolves to
+    itself, so calling this twice (CLI, then Trainer) is harmless. No epochs: unchanged.
+    """
+    tc = config.train
+    if not (tc.epochs or tc.decay_epochs):
+        return config
+    _check(dataset_size >= 1, "dataset size", dataset_size, "at least one image per domain")
+    batch = tc.batch_size * world_size * tc.grad_accum_steps
+    max_steps = math.ceil((tc.epochs + tc.decay_epochs) * dataset_size / batch)
+    decay_start = math.ceil(tc.epochs * dataset_size / batch)
+    defaults = TrainConfig()
+    form = (f"train.epochs={tc.epochs} + train.decay_epochs={tc.decay_epochs} over {dataset_size} "
+            f"images per epoch at an effective batch of {batch} (batch_size {tc.batch_size} x "
+            f"{world_size} processes x grad_accum_steps {tc.grad_accum_steps})")
+    for key, steps, default in (("max_steps", max_steps, defaults.max_steps),
+                                ("decay_start", decay_start, defaults.decay_start)):
+        given = getattr(tc, key)
+        given_step = tc.decay_start_step if key == "decay_start" else given
+        _check(given == default or given_step == steps, f"train.{key}", given,
+               f"{steps} (what {form} give), or only one of the two forms",
+               why="disagrees with train.epochs/decay_epochs")
+    tc.max_steps, tc.decay_start = max_steps, float(decay_start)
+    import logging
+
+    logging.getLogger(__name__).info("%s = train.max_steps=%d, train.decay_start=%d",
+                                     form, max_steps, decay_start)
+    return config
 
 
 def _check(ok: bool, key: str, value: Any, valid: str, why: str = "out of range") -> None:

@@ -27,6 +27,7 @@ from cyclestyle.imageio import (
     pil_to_tensor,
     tensor_to_pil,
 )
+from cyclestyle.train.config import PREPROCESS_MODES  # one list, validated with the config
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -38,6 +39,7 @@ __all__ = [
     "find_images",
     "load_image",
     "pil_to_tensor",
+    "preprocess_image",
     "resolve_domain_dirs",
     "stable_seed",
     "tensor_to_pil",
@@ -86,6 +88,7 @@ class UnpairedDataset(Dataset):
         seed: int = 0,
         skip_bad_images: bool = False,
         max_pixels: int | None = None,
+        preprocess: str = "resize_and_crop",
     ):
         self.files = {"a": [Path(f) for f in files_a], "b": [Path(f) for f in files_b]}
         for domain, files in self.files.items():
@@ -97,8 +100,12 @@ class UnpairedDataset(Dataset):
             load_size = round(image_size * LOAD_TO_CROP_RATIO)
         if load_size < image_size:
             raise ValueError(f"load_size ({load_size}) must be >= image_size ({image_size})")
+        if preprocess not in PREPROCESS_MODES:
+            raise ValueError(f"preprocess: {preprocess!r} is invalid: not a known mode; "
+                             f"expected {' / '.join(PREPROCESS_MODES)}")
         self.image_size = image_size
         self.load_size = load_size
+        self.preprocess = preprocess
         self.flip = flip
         self.seed = operator.index(seed)
         self.skip_bad_images = skip_bad_images
@@ -160,20 +167,63 @@ class UnpairedDataset(Dataset):
         )
 
     def _transform(self, img: Image.Image, u_y: float, u_x: float, u_flip: float) -> torch.Tensor:
-        """Short side -> load_size, crop image_size at (u_y, u_x) in [0, 1), flip if u_flip < 0.5."""
-        width, height = img.size
-        if width <= height:
-            size = (self.load_size, max(self.load_size, round(height * self.load_size / width)))
-        else:
-            size = (max(self.load_size, round(width * self.load_size / height)), self.load_size)
-        img = img.resize(size, Image.Resampling.BICUBIC)
-        crop = self.image_size
-        top = int(u_y * (size[1] - crop + 1))
-        left = int(u_x * (size[0] - crop + 1))
-        tensor = pil_to_tensor(img.crop((left, top, left + crop, top + crop)))  # (3, S, S)
+        """`preprocess_image` with crop position (u_y, u_x) in [0, 1), flipped if u_flip < 0.5."""
+        img = preprocess_image(img, self.preprocess, self.load_size, self.image_size, u_y, u_x)
+        tensor = pil_to_tensor(img)  # (3, H, W); H = W = image_size unless scale_width
         if self.flip and u_flip < 0.5:
             tensor = tensor.flip(-1)
         return tensor
+
+
+def preprocess_image(img: Image.Image, mode: str, load_size: int, crop_size: int,
+                     u_y: float = 0.5, u_x: float = 0.5) -> Image.Image:
+    """The image the networks see, for `data.preprocess` = mode (the reference's --preprocess).
+
+    Follows pytorch-CycleGAN-and-pix2pix's `data/base_dataset.py:get_transform`, except where
+    noted; resizing is bicubic, the crop's corner is (u_y, u_x) of the free range:
+    - resize_and_crop: the short side to load_size, keeping the aspect ratio, then a
+      crop_size square crop. (The reference squashes to load_size x load_size, distorting
+      non-square images; cyclestyle keeps its aspect-preserving resize, as before.)
+    - crop: a crop_size square at the original scale (the reference's RandomCrop). An image
+      smaller than crop_size is first upscaled so its short side is crop_size (the reference fails).
+    - scale_width: the width to load_size, the height by the aspect ratio but at least
+      crop_size (the reference's __scale_width); no crop, so heights differ: batch size 1.
+    - scale_width_and_crop: scale_width, then a crop_size square crop.
+    The reference's `none` (whole images, sides rounded to a multiple of 4) needs size buckets
+    or padding per batch and is not offered.
+    """
+    if mode == "resize_and_crop":
+        img = _resize_short_side(img, load_size)
+    elif mode == "crop":
+        img = _resize_short_side(img, crop_size) if min(img.size) < crop_size else img
+    elif mode in ("scale_width", "scale_width_and_crop"):
+        img = _scale_width(img, load_size, crop_size)
+        if mode == "scale_width":
+            return img
+    else:
+        raise ValueError(f"data.preprocess: {mode!r} is invalid: not a known mode; expected "
+                         + " / ".join(PREPROCESS_MODES))
+    width, height = img.size
+    top, left = int(u_y * (height - crop_size + 1)), int(u_x * (width - crop_size + 1))
+    return img.crop((left, top, left + crop_size, top + crop_size))
+
+
+def _resize_short_side(img: Image.Image, short: int) -> Image.Image:
+    width, height = img.size
+    if width <= height:
+        size = (short, max(short, round(height * short / width)))
+    else:
+        size = (max(short, round(width * short / height)), short)
+    return img.resize(size, Image.Resampling.BICUBIC)
+
+
+def _scale_width(img: Image.Image, width: int, min_height: int) -> Image.Image:
+    """The reference's __scale_width: width -> `width`, height int(max(width * h / w, min_height))."""
+    old_width, old_height = img.size
+    if old_width == width and old_height >= min_height:
+        return img
+    height = int(max(width * old_height / old_width, min_height))
+    return img.resize((width, height), Image.Resampling.BICUBIC)
 
 
 class StepSampler(Sampler[int]):

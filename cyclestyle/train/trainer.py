@@ -35,7 +35,7 @@ from cyclestyle.runtime import (
     retain_freed_memory,
 )
 from cyclestyle.train.augment import diff_augment
-from cyclestyle.train.config import ExperimentConfig
+from cyclestyle.train.config import ExperimentConfig, resolve_epochs
 from cyclestyle.train.data import UnpairedDataset, build_dataloader, find_domain_images
 from cyclestyle.train.ema import ModelEMA
 from cyclestyle.train.losses import GANLoss, PerceptualLoss
@@ -48,6 +48,7 @@ from cyclestyle.train.monitor import (
 )
 from cyclestyle.train.objective import discriminator_loss, generator_losses
 from cyclestyle.train.pool import ImagePool
+from cyclestyle.train.report import write_report
 from cyclestyle.train.samples import save_cycle_samples
 
 log = logging.getLogger(__name__)
@@ -208,9 +209,13 @@ class Trainer:
         files_a, files_b = find_domain_images(dc.domain_a, dc.domain_b, dc.root, dc.split,
                                               unreadable=unreadable)
         self.unreadable_folders = len(unreadable)  # warned about by find_images, logged per row
+        # train.epochs -> steps (a no-op when already resolved by the CLI); the schedule reads
+        # train.max_steps lazily, so resolving here, before the first step, is in time.
+        resolve_epochs(self.config, max(len(files_a), len(files_b)), self.accelerator.num_processes)
         return UnpairedDataset(files_a, files_b, dc.image_size, load_size=dc.resolved_load_size,
                                flip=dc.flip, seed=self.config.train.seed,
-                               skip_bad_images=dc.skip_bad_images, max_pixels=dc.max_image_pixels)
+                               skip_bad_images=dc.skip_bad_images, max_pixels=dc.max_image_pixels,
+                               preprocess=dc.preprocess)
 
     # --- state -------------------------------------------------------------------------------
 
@@ -445,6 +450,11 @@ class Trainer:
                     break
         bar.close()
         acc.end_training()
+        if acc.is_main_process:
+            try:
+                write_report(self.output_dir)  # index.html: curves, samples, config
+            except (OSError, ValueError) as err:  # a page is not worth failing a run for
+                log.warning("could not write %s/index.html: %s", self.output_dir, err)
         return last_path
 
     def _write_run_files(self) -> None:
@@ -493,11 +503,18 @@ class Trainer:
         if not self.accelerator.is_main_process:
             return
         items = [self.dataset[i] for i in range(count)]  # fixed stream indices: comparable across steps
-        real_a = torch.stack([it["a"] for it in items]).to(self.accelerator.device)
-        real_b = torch.stack([it["b"] for it in items]).to(self.accelerator.device)
+        real_a, real_b = (_stack_cropped([it[k] for it in items]).to(self.accelerator.device)
+                          for k in ("a", "b"))
         g_ab, g_ba = self.generators_for_inference()
         save_cycle_samples(g_ab, g_ba, real_a, real_b, self.accelerator.autocast(),
                            self.output_dir / "samples" / f"step_{self.step:08d}.png")
+
+
+def _stack_cropped(images: list[torch.Tensor]) -> torch.Tensor:
+    """Stack (3, H, W) images, centre-cropped to the smallest H and W (scale_width crops vary)."""
+    h, w = min(x.shape[-2] for x in images), min(x.shape[-1] for x in images)
+    return torch.stack([x[..., (x.shape[-2] - h) // 2:][..., :h, (x.shape[-1] - w) // 2:][..., :w]
+                        for x in images])
 
 
 def _set_requires_grad(models: list[nn.Module], flag: bool) -> None:
