@@ -57,19 +57,13 @@ def atomic_write(path: str | Path, mode: str = "wb", *, durable: bool = False) -
     checkpoints; images and reports can be written again)."""
     path = Path(path)
     fd, tmp = _make_temp(path)
-    try:
+    with _replace_or_remove(tmp, path):
         os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
             if durable:
                 os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise write_error(path, err) from err
-        raise
     if durable:
         _fsync_dir(path.parent)
 
@@ -81,9 +75,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     fd, tmp = _make_temp(path)
     os.close(fd)
-    try:
+    with _replace_or_remove(tmp, path):
         os.chmod(tmp, FILE_MODE)
         yield Path(tmp)
+
+
+@contextlib.contextmanager
+def _replace_or_remove(tmp: str, path: Path) -> Iterator[None]:
+    """After the block, rename `tmp` over `path`; on any error remove `tmp` and, for an
+    OSError, raise one that names `path`."""
+    try:
+        yield
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
