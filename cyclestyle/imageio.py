@@ -257,14 +257,8 @@ def from_uint8(pixels: torch.Tensor) -> torch.Tensor:
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """Float (..., 3, H, W) in [-1, 1] -> uint8 (..., H, W, 3): clamped, then rounded."""
-    scaled = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(_uint8())
+    scaled = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte()
     return scaled.movedim(-3, -1)
-
-
-def _uint8():
-    import torch
-
-    return torch.uint8
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:

@@ -226,9 +226,9 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type,
         base = _base_type(hint)
         if typing.get_origin(base) is list:
             (item,) = typing.get_args(base) or (str,)
-            kwargs["type"] = list_parser(item, flag)
+            kwargs["type"] = list_parser(item)
         elif base in (int, float):
-            kwargs["type"] = _number_parser(base, flag)
+            kwargs["type"] = _number_parser(base)
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             kwargs["required"] = True
             kwargs.pop("default")
@@ -248,7 +248,7 @@ def _base_type(hint: Any) -> Any:
     return hint
 
 
-def _number_parser(kind: type, flag: str) -> Any:
+def _number_parser(kind: type) -> Any:
     def parse(text: str) -> Any:
         try:
             return kind(text)
@@ -259,7 +259,7 @@ def _number_parser(kind: type, flag: str) -> Any:
     return parse
 
 
-def list_parser(item: type, flag: str = "") -> Any:
+def list_parser(item: type) -> Any:
     """argparse `type=` for comma-separated values of `item` ("256,512" -> [256, 512])."""
     def parse(text: str) -> list:
         parts = [p.strip() for p in text.split(",")]

@@ -156,7 +156,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
       "folder (repeatable)")
     a("--style", action="append", required=True, metavar="IMG", help="style image or folder "
       "(repeatable; several files blend into one style)")
-    a("--style-weights", type=list_parser(float, "--style-weights"), metavar="W1,W2",
+    a("--style-weights", type=list_parser(float), metavar="W1,W2",
       help="blend weights of the style files (default: equal)")
     a("--output", required=True, help="output image (one pair) or folder")
     a("--vgg-weights", default="torchvision", help="torchvision, or a VGG19 state dict file "

@@ -18,7 +18,7 @@ import yaml
 from cyclestyle import options
 from cyclestyle.imageio import MAX_IMAGE_PIXELS
 from cyclestyle.models.factory import ModelConfig
-from cyclestyle.options import ConfigError
+from cyclestyle.options import ConfigError, apply_overrides
 from cyclestyle.runtime import PRECISIONS
 
 __all__ = ["ConfigError", "DataConfig", "EvalConfig", "ExperimentConfig", "LossConfig",
@@ -412,10 +412,6 @@ def from_dict(data: dict[str, Any] | None, cls: type | None = None, prefix: str 
     if cls is None or cls is ExperimentConfig:
         return options.from_dict(_migrate(data or {}), ExperimentConfig, prefix)
     return options.from_dict(data, cls, prefix)
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    return options.apply_overrides(data, overrides)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,

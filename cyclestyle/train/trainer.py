@@ -30,7 +30,9 @@ from cyclestyle.options import ConfigError
 from cyclestyle.runtime import (
     ACCELERATE_NAMES,
     StopRequested,
+    available_cores,
     describe_precision,
+    limit_threads,
     resolve_precision,
     retain_freed_memory,
 )
@@ -96,7 +98,9 @@ class Trainer:
         if acc.is_main_process:
             log.info("precision: %s", describe_precision(self.precision, self.precision_reason))
         if acc.device.type == "cpu":  # glibc otherwise re-faults the activations in every step
-            retain_freed_memory()  # 0.85-0.99x -> 1.04-1.07x the reference's fp32 speed
+            retain_freed_memory()
+            log.info("compute threads: %d (cores available to this process: %d)",
+                     limit_threads(), available_cores())  # 0.85-0.99x -> 1.04-1.07x the reference's fp32 speed
         self._lock_output_dir()  # before looking at its checkpoints: another run may write them
         if not resume and ckpt.list_checkpoints(self.output_dir):
             raise ConfigError(
