@@ -59,6 +59,11 @@ class GANLoss(nn.Module):
             )
         return -x.mean()
 
+    def says_real(self, x: Tensor) -> Tensor:
+        """Where a discriminator output calls its patch real: above 0.5 for lsgan's 0/1
+        targets, a positive logit or score for vanilla and hinge."""
+        return x > (0.5 if self.mode == "lsgan" else 0.0)
+
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}"
 

@@ -75,12 +75,20 @@ def discriminator_loss(d: nn.Module, real: Tensor, fake: Tensor, gan_loss: GANLo
     pred_real = [p[: len(real)] for p in preds]
     pred_fake = [p[len(real):] for p in preds]
     loss = 0.5 * (gan_loss(pred_real, True) + gan_loss(pred_fake, False))
+    if parts is not None:  # diagnostics: the share of patches D calls right (no gradient)
+        with torch.no_grad():
+            parts["acc_real"] = _mean_of([gan_loss.says_real(p).float().mean() for p in pred_real])
+            parts["acc_fake"] = _mean_of([(~gan_loss.says_real(p)).float().mean() for p in pred_fake])
     if r1_weight > 0:
         penalty = r1_penalty(sum(p.float().sum() for p in pred_real), x, len(real))
         if parts is not None:
             parts["r1"] = penalty.detach()
         loss = loss + r1_weight * penalty
     return loss
+
+
+def _mean_of(values: list[Tensor]) -> Tensor:
+    return torch.stack(values).mean()
 
 
 def r1_penalty(real_score: Tensor, inputs: Tensor, count: int) -> Tensor:

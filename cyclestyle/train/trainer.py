@@ -39,6 +39,7 @@ from cyclestyle.runtime import (
 from cyclestyle.train.augment import diff_augment
 from cyclestyle.train.config import ExperimentConfig, resolve_epochs
 from cyclestyle.train.data import UnpairedDataset, build_dataloader, find_domain_images
+from cyclestyle.train.diagnostics import Diagnostics
 from cyclestyle.train.ema import ModelEMA
 from cyclestyle.train.losses import GANLoss, PerceptualLoss
 from cyclestyle.train.monitor import (
@@ -127,6 +128,7 @@ class Trainer:
         self.step = 0
         self.skipped_images = 0
         self.guard = NonFiniteGuard(acc, tc.max_bad_steps)
+        self.diagnostics = Diagnostics(tc.log_every)
         # Held-out FID/KID is computed by the main process only; the others wait for it.
         self.training_fid = build_training_fid(config, acc.device) if acc.is_main_process else None
         if resume_state is not None:
@@ -341,6 +343,7 @@ class Trainer:
             with self._no_sync(i < k - 1, n.g_ab, n.g_ba), acc.autocast():
                 loss_g, parts, fake_a, fake_b = self.generator_losses(real_a, real_b)
             acc.backward(loss_g / k)
+            parts |= _changes(real_a, real_b, fake_a, fake_b)
             fakes.append((fake_a.detach(), fake_b.detach()))  # reused by the D step, not recomputed
             _accumulate(logs, {"g_total": loss_g.detach(), **{k_: v.detach() for k_, v in parts.items()}}, k)
         ok = self.guard.all_finite(logs, self._checked_params(self.opt_g), "G")
@@ -368,7 +371,10 @@ class Trainer:
                 loss_d_a = self.discriminator_loss(n.d_a, real_a, self.pool_a.query(fake_a), parts_a)
                 loss_d_b = self.discriminator_loss(n.d_b, real_b, self.pool_b.query(fake_b), parts_b)
             acc.backward((loss_d_a + loss_d_b) / k)
-            extra = {"r1": parts_a["r1"] + parts_b["r1"]} if "r1" in parts_a else {}
+            extra = {f"{d}_{key}": parts[key] for d, parts in (("d_a", parts_a), ("d_b", parts_b))
+                     for key in ("acc_real", "acc_fake")}
+            if "r1" in parts_a:
+                extra["r1"] = parts_a["r1"] + parts_b["r1"]
             _accumulate(d_logs, {"d_a": loss_d_a.detach(), "d_b": loss_d_b.detach(), **extra}, k)
         logs |= d_logs
         ok = self.guard.all_finite(d_logs, self._checked_params(self.opt_d), "D")
@@ -500,6 +506,7 @@ class Trainer:
         if acc.is_main_process:
             bar.set_postfix({k: f"{values[k]:.3f}" for k in ("g_total", "d_a", "d_b") if k in values})
             self._append_metrics(values)
+            self.diagnostics.check(self.step, values, self.config.train.max_steps)
         acc.log(values, step=self.step)
 
     @torch.no_grad()
@@ -519,6 +526,14 @@ def _stack_cropped(images: list[torch.Tensor]) -> torch.Tensor:
     h, w = min(x.shape[-2] for x in images), min(x.shape[-1] for x in images)
     return torch.stack([x[..., (x.shape[-2] - h) // 2:][..., :h, (x.shape[-1] - w) // 2:][..., :w]
                         for x in images])
+
+
+def _changes(real_a: torch.Tensor, real_b: torch.Tensor, fake_a: torch.Tensor,
+             fake_b: torch.Tensor) -> dict[str, torch.Tensor]:
+    """mean |G_AB(A) - A| and |G_BA(B) - B|: near zero, a generator copies its input."""
+    with torch.no_grad():
+        return {"change_ab": (fake_b.float() - real_a.float()).abs().mean(),
+                "change_ba": (fake_a.float() - real_b.float()).abs().mean()}
 
 
 def _set_requires_grad(models: list[nn.Module], flag: bool) -> None:
