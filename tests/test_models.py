@@ -504,3 +504,19 @@ def test_channels_last_gives_the_same_gradients_where_declared_safe(name, norm, 
     channels_last = gradients(model, x, torch.channels_last)
     for a, b in zip(contiguous, channels_last):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_unet_input_skip_adds_the_input_to_the_heads_preactivation():
+    """tanh(head(h) + atanh(x)): with the head's last conv at zero the output is the input
+    (to within the 0.999 clamp), and the head's output shifts it in tanh space."""
+    g = create_generator("unet_attn", base_channels=4, depth=2, channel_mults=[1, 2],
+                         attention_resolutions=[], input_skip=True)
+    last = g.head[-1]
+    nn.init.zeros_(last.weight), nn.init.zeros_(last.bias)
+    x = torch.rand(2, 3, 12, 20) * 1.6 - 0.8
+    assert torch.allclose(g(x), x, atol=1e-6)
+    with torch.no_grad():
+        last.bias.fill_(0.5)
+    assert torch.allclose(g(x), torch.tanh(torch.atanh(x) + 0.5), atol=1e-6)
+    with pytest.raises(ValueError, match="input_skip=True needs in_channels == out_channels"):
+        create_generator("unet_attn", in_channels=1, out_channels=3, input_skip=True)

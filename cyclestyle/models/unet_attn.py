@@ -54,6 +54,11 @@ class ResBlock(nn.Module):
         return self.skip(x) + self.block(x)  # (B, C_out, H, W)
 
 
+# |x| above this maps to atanh(0.999) = 3.8 in the input skip: 8-bit white (1.0) stays within
+# a quarter of a level of 1 after tanh, and no input makes the sum infinite.
+INPUT_SKIP_LIMIT = 0.999
+
+
 @register_generator("unet_attn")
 class UNetAttnGenerator(nn.Module):
     """U-Net with self-attention; works on any H x W (pads to `stride`, crops back).
@@ -71,6 +76,11 @@ class UNetAttnGenerator(nn.Module):
     - norm="instance" (affine), as in CycleGAN: per-image statistics suit style transfer.
       The same norm precedes each attention layer; norm="none" removes it there too.
     - upsample="resize_conv": no checkerboard artifacts (see layers.make_upsample).
+    - input_skip=False: the output is tanh(head(h)), as in the reference generators. With True
+      it is tanh(head(h) + atanh(x)): the input enters the head's pre-activation, so the net
+      only learns the change. The head's InstanceNorm removes each image's channel means, so a
+      direct net must rebuild absolute colour and brightness from its skips; with the input skip
+      they come for free and training starts near the identity (needs in == out channels).
 
     Inputs at most `stride` pixels on a side are padded to 2 * stride so the bottleneck keeps
     at least 2x2 pixels (InstanceNorm needs more than one); even 1x1 images run.
@@ -89,6 +99,7 @@ class UNetAttnGenerator(nn.Module):
         norm: str = "instance",
         upsample: str = "resize_conv",
         dropout: float = 0.0,
+        input_skip: bool = False,
     ) -> None:
         super().__init__()
         for argument, value in (("in_channels", in_channels), ("out_channels", out_channels),
@@ -99,6 +110,10 @@ class UNetAttnGenerator(nn.Module):
         check_choice("norm", norm, NORMS)
         check_choice("upsample", upsample, UPSAMPLES)
         check_probability("dropout", dropout)
+        if input_skip and in_channels != out_channels:
+            raise ValueError(f"input_skip=True needs in_channels == out_channels, got "
+                             f"{in_channels} and {out_channels}")
+        self.input_skip = input_skip
         self.stride = 2**depth
         widths = [base_channels * m for m in channel_mults]  # channels at 1, 1/2, ..., 1/2**(d-1)
         attends = [2**i in attention_resolutions for i in range(depth + 1)]  # per level + bottleneck
@@ -112,22 +127,38 @@ class UNetAttnGenerator(nn.Module):
             make_norm(norm, widths[0]),
             nn.SiLU(),
             nn.Conv2d(widths[0], out_channels, 7, padding=3, padding_mode="reflect"),
-            nn.Tanh(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        source = x  # (B, C_in, H, W) in [-1, 1]
         x, crop = pad_to_multiple(x, self.stride, min_size=2 * self.stride)  # (B, C_in, H', W')
-        h = self.stem(x)  # (B, w0, H', W')
+        _, skips, h = self._encoder(x)
+        for upsample, blocks in zip(self.upsamples, self.up_blocks):
+            h = upsample(h)  # (B, w_i, H'/2**i, W'/2**i)
+            h = blocks(torch.cat([h, skips.pop()], dim=1))  # concat: (B, 2 w_i, ...) -> (B, w_i, ...)
+        out = crop_to(self.head(h), crop)  # (B, C_out, H, W), pre-activation
+        if self.input_skip:
+            # atanh of the input, kept finite at +-1: tanh(0 + atanh(x)) == x.
+            out = out + torch.atanh(source.clamp(-INPUT_SKIP_LIMIT, INPUT_SKIP_LIMIT))
+        return torch.tanh(out)
+
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Encoder features, fine to coarse, for patch-wise contrastive losses (CUT): the padded
+        input, the stem, each level's output (the skips) and the bottleneck."""
+        x, _ = pad_to_multiple(x, self.stride, min_size=2 * self.stride)
+        stem, skips, bottleneck = self._encoder(x)
+        return [x, stem, *skips, bottleneck]
+
+    def _encoder(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """(stem output, skips, bottleneck) of a padded input."""
+        stem = h = self.stem(x)  # (B, w0, H', W')
         skips = []
         for blocks, downsample in zip(self.down_blocks, self.downsamples):
             h = blocks(h)  # (B, w_i, H'/2**i, W'/2**i)
             skips.append(h)
             h = downsample(h)  # (B, w_i, H'/2**(i+1), W'/2**(i+1))
-        h = self.middle(h)  # (B, w_last, H'/stride, W'/stride)
-        for upsample, blocks in zip(self.upsamples, self.up_blocks):
-            h = upsample(h)  # (B, w_i, H'/2**i, W'/2**i)
-            h = blocks(torch.cat([h, skips.pop()], dim=1))  # concat: (B, 2 w_i, ...) -> (B, w_i, ...)
-        return crop_to(self.head(h), crop)  # (B, C_out, H, W)
+        return stem, skips, self.middle(h)  # bottleneck: (B, w_last, H'/stride, W'/stride)
 
 
 def _level(in_channels: int, width: int, attend: bool, level: dict) -> nn.Sequential:
