@@ -251,18 +251,23 @@ def model_config(state: dict[str, Any]) -> ModelConfig:
 GENERATORS = ("g_ab", "g_ba")
 
 
-def load_generators(path: str | Path) -> tuple[nn.Module, nn.Module, dict[str, Any]]:
-    """Rebuild (g_ab, g_ba, stored config as a dict) from a checkpoint alone, in eval mode.
+def load_generators(path: str | Path) -> tuple[nn.Module, nn.Module | None, dict[str, Any]]:
+    """Rebuild (g_ab, g_ba, stored config as a dict) from a checkpoint alone, in eval mode;
+    g_ba is None for a one-way run (model.objective cut or fastcut).
 
     The exponential moving average of the weights (`state["ema"]`, train.ema_decay > 0) is
     used when the checkpoint holds it: it is what the run kept for translating.
     """
     state = load_checkpoint(path)
-    where = state["path"]
     config = model_config(state)
-    weights = {name: generator_weights(state, name) for name in GENERATORS}
-    g_ab, g_ba = generators_from_weights(config, weights, where)
-    return g_ab, g_ba, state["config"]
+    weights = {name: generator_weights(state, name) for name in stored_generators(state, config)}
+    g_ab, *g_ba = generators_from_weights(config, weights, state["path"])
+    return g_ab, (g_ba or [None])[0], state["config"]
+
+
+def stored_generators(state: dict[str, Any], config: ModelConfig) -> tuple[str, ...]:
+    """The generators a checkpoint holds: both, or G_AB alone for the one-way objectives."""
+    return GENERATORS[:1] if config.one_way else GENERATORS
 
 
 def generators_from_weights(config: ModelConfig, weights: dict[str, dict[str, torch.Tensor]],
@@ -316,7 +321,8 @@ def generator_weights(state: dict[str, Any], name: str) -> dict[str, torch.Tenso
 def uses_ema(state: dict[str, Any]) -> bool:
     """Whether `generator_weights` takes the checkpoint's EMA weights."""
     ema = state.get("ema")
-    return isinstance(ema, dict) and all(ema.get(name) is not None for name in GENERATORS)
+    names = [name for name in GENERATORS if name in state.get("models", {})]
+    return isinstance(ema, dict) and all(ema.get(name) is not None for name in names)
 
 
 def _tensors(state: dict[str, Any], key: str, weights: Any) -> dict[str, torch.Tensor]:

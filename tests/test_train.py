@@ -68,13 +68,14 @@ def test_training_changes_weights_and_lowers_cycle_loss(image_dirs, tmp_path):
 
 
 @pytest.mark.parametrize("extra", [[], ["train.grad_accum_steps=2"],
-                                   ["model.generator_args.dropout=0.5"]],
-                         ids=["plain", "grad_accum", "dropout"])
+                                   ["model.generator_args.dropout=0.5"], ["model.objective=cut"]],
+                         ids=["plain", "grad_accum", "dropout", "cut"])
 def test_resume_is_exact(image_dirs, tmp_path, extra):
     """N steps in one run == N/2 steps, a new Trainer from the checkpoint, N/2 (on CPU, where
     kernels are deterministic; cuDNN's are not, even on the same GPU). Also with gradient
-    accumulation (the stream is indexed by micro-step) and with dropout (it draws from the
-    global RNG, whose state the checkpoint carries)."""
+    accumulation (the stream is indexed by micro-step), with dropout (it draws from the
+    global RNG, whose state the checkpoint carries) and with CUT (its projection heads and its
+    patch positions, drawn from the same RNG)."""
     common = ["train.cpu=true", "train.max_steps=6", "train.checkpoint_every=3", "train.keep_checkpoints=5",
               "train.decay_start=2", "train.pool_size=2", "train.batch_size=2", *extra]
     full = tmp_path / "full"
@@ -88,8 +89,8 @@ def test_resume_is_exact(image_dirs, tmp_path, extra):
     assert_same_params(final_params(full), final_params(half))
     a, b = ckpt.load_checkpoint(full), ckpt.load_checkpoint(half)
     assert a["optimizers"]["g"]["state"][0]["step"] == b["optimizers"]["g"]["state"][0]["step"] == 6
-    pool_a, pool_b = (c["processes"][0]["pools"]["a"]["images"] for c in (a, b))
-    assert len(pool_a) == 2 and torch.equal(pool_a, pool_b)
+    pool_full, pool_half = (c["processes"][0]["pools"]["b"]["images"] for c in (a, b))  # G_AB's fakes
+    assert len(pool_full) == 2 and torch.equal(pool_full, pool_half)
 
 
 def test_gradient_accumulation_matches_the_larger_batch(image_dirs, tmp_path):

@@ -141,6 +141,12 @@ def list_discriminators() -> list[str]:
     return sorted(_DISCRIMINATORS)
 
 
+def generators_with_encoder() -> list[str]:
+    """Generators with an `encode(x)` method (encoder features), which cut/fastcut need."""
+    _ensure_registered()
+    return sorted(name for name, cls in _GENERATORS.items() if callable(getattr(cls, "encode", None)))
+
+
 def generator_arguments(name: str) -> dict[str, Any]:
     """Constructor arguments of generator `name` with their defaults (tuples as lists)."""
     return _arguments(_GENERATORS, "generator", name)

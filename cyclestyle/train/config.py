@@ -88,6 +88,17 @@ class LossConfig:
     # lazily every r1_every D steps with its weight scaled by r1_every (StyleGAN2). 0 = off.
     r1_gamma: float = 0.0
     r1_every: int = 16
+    # model.objective cut/fastcut: weight of PatchNCE between each image and its translation.
+    # None takes the objective's own (Park et al. 2020): cut 1.0 (plus PatchNCE on G_AB(B) vs B,
+    # averaged in), fastcut 10.0 (no identity term).
+    lambda_nce: float | None = None
+    nce_temperature: float = 0.07
+    nce_patches: int = 256  # positions sampled per encoder layer and image
+
+    def nce_weight(self, objective: str) -> float:
+        if self.lambda_nce is not None:
+            return self.lambda_nce
+        return 10.0 if objective == "fastcut" else 1.0
 
     @property
     def needs_vgg(self) -> bool:
@@ -109,6 +120,12 @@ class LossConfig:
         _check(math.isfinite(self.r1_gamma) and self.r1_gamma >= 0, "loss.r1_gamma",
                self.r1_gamma, "a finite number >= 0 (0 = off)")
         _check(self.r1_every >= 1, "loss.r1_every", self.r1_every, "an integer >= 1")
+        if self.lambda_nce is not None:
+            _check(math.isfinite(self.lambda_nce) and self.lambda_nce >= 0, "loss.lambda_nce",
+                   self.lambda_nce, "a finite number >= 0, or null for the objective's own")
+        _check(math.isfinite(self.nce_temperature) and self.nce_temperature > 0,
+               "loss.nce_temperature", self.nce_temperature, "a finite number > 0 (CUT: 0.07)")
+        _check(self.nce_patches >= 1, "loss.nce_patches", self.nce_patches, "an integer >= 1")
         layers = self.perceptual_layers
         _check(bool(layers), "loss.perceptual_layers", layers,
                "a non-empty list of VGG19 layer names", why="empty")

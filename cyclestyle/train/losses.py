@@ -15,7 +15,8 @@ from torch import Tensor, nn
 from cyclestyle.models.vgg import VGGFeatures
 from cyclestyle.train.config import GAN_MODES, LossConfig
 
-__all__ = ["GAN_MODES", "GANLoss", "LossConfig", "PerceptualLoss", "cycle_loss", "identity_loss"]
+__all__ = ["GAN_MODES", "GANLoss", "LossConfig", "PerceptualLoss", "cycle_loss", "identity_loss",
+           "patch_nce_loss"]
 
 PERCEPTUAL_DISTANCES = ("l1", "l2")
 
@@ -66,6 +67,21 @@ class GANLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}"
+
+
+def patch_nce_loss(queries: Sequence[Tensor], keys: Sequence[Tensor],
+                   temperature: float = 0.07) -> Tensor:
+    """PatchNCE (Park et al. 2020), averaged over layers: each query patch (B, P, D) must pick
+    its own key patch, the same position in the source image, among the P positions of that
+    image: cross-entropy over q_i . k_j / temperature with the positive at j = i. The keys
+    carry no gradient (they are the targets). Vectors are expected at unit length."""
+    losses = []
+    for q, k in zip(queries, keys, strict=True):
+        logits = torch.bmm(q.float(), k.detach().float().transpose(1, 2)) / temperature  # (B, P, P)
+        batch, patches = logits.shape[:2]
+        target = torch.arange(patches, device=logits.device).repeat(batch)
+        losses.append(F.cross_entropy(logits.flatten(0, 1), target))
+    return torch.stack(losses).mean()
 
 
 def cycle_loss(reconstructed: Tensor, real: Tensor) -> Tensor:

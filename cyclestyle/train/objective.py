@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from cyclestyle.train.config import LossConfig
-from cyclestyle.train.losses import GANLoss, cycle_loss, identity_loss
+from cyclestyle.train.losses import GANLoss, cycle_loss, identity_loss, patch_nce_loss
 
 
 def generator_losses(g_ab: nn.Module, g_ba: nn.Module, d_a: nn.Module, d_b: nn.Module,
@@ -57,6 +57,41 @@ def generator_losses(g_ab: nn.Module, g_ba: nn.Module, d_a: nn.Module, d_b: nn.M
         for (key, (weight, _)), distance in zip(vgg_terms.items(), distances):
             parts[key] = weight * distance
     return sum(parts.values()), parts, fake_a, fake_b
+
+
+def contrastive_generator_losses(g_ab: nn.Module, encode: Callable[[Tensor], list[Tensor]],
+                                 d_b: nn.Module, heads: nn.Module,
+                                 real_a: Tensor, real_b: Tensor, lc: LossConfig, objective: str,
+                                 gan_loss: GANLoss,
+                                 augment: Callable[[Tensor], Tensor] | None = None,
+                                 ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    """CUT / FastCUT (Park et al. 2020): G_AB and D_B only; returns (total, parts, fake_b).
+
+    g_adv = GAN(D_B(G_AB(A)), real)
+    nce   = λ_NCE PatchNCE(A, G_AB(A))                                        (fastcut)
+    nce   = λ_NCE (PatchNCE(A, G_AB(A)) + PatchNCE(B, G_AB(B))) / 2           (cut)
+
+    PatchNCE compares G_AB's encoder features of each source with those of its translation at
+    the same sampled positions; the identity term keeps G_AB from changing what is already B.
+    `encode` is G_AB's encoder (`g_ab.encode`, called outside any DDP wrapper).
+    """
+    seen = augment or (lambda x: x)
+    identity = objective == "cut"
+    sources = torch.cat([real_a, real_b]) if identity else real_a
+    outputs = g_ab(sources)  # G_AB(A) (and G_AB(B)), one batched pass
+    fake_b = outputs[: len(real_a)]
+    # Encoder features of sources and translations in one pass; the sources' are the keys.
+    features = encode(torch.cat([sources, outputs]))
+    keys, positions = heads([f[: len(sources)] for f in features], lc.nce_patches)
+    queries, _ = heads([f[len(sources):] for f in features], lc.nce_patches, positions)
+    n = len(real_a)
+    nce = patch_nce_loss([q[:n] for q in queries], [k[:n] for k in keys], lc.nce_temperature)
+    if identity:
+        nce_b = patch_nce_loss([q[n:] for q in queries], [k[n:] for k in keys], lc.nce_temperature)
+        nce = 0.5 * (nce + nce_b)
+    parts = {"g_adv": gan_loss(d_b(seen(fake_b)), True, for_discriminator=False),
+             "nce": lc.nce_weight(objective) * nce}
+    return sum(parts.values()), parts, fake_b
 
 
 def discriminator_loss(d: nn.Module, real: Tensor, fake: Tensor, gan_loss: GANLoss,

@@ -49,7 +49,11 @@ from cyclestyle.train.monitor import (
     build_training_fid,
     init_tracker,
 )
-from cyclestyle.train.objective import discriminator_loss, generator_losses
+from cyclestyle.train.objective import (
+    contrastive_generator_losses,
+    discriminator_loss,
+    generator_losses,
+)
 from cyclestyle.train.pool import ImagePool
 from cyclestyle.train.report import write_report
 from cyclestyle.train.samples import save_cycle_samples
@@ -114,8 +118,10 @@ class Trainer:
         self.channels_last = self._use_channels_last()
         self.gan_loss = GANLoss(config.loss.gan_mode)
         self.perceptual = self._build_perceptual().to(acc.device)
-        params_g = [*self.nets.g_ab.parameters(), *self.nets.g_ba.parameters()]
-        params_d = [*self.nets.d_a.parameters(), *self.nets.d_b.parameters()]
+        present = self.nets.present()
+        params_g = [p for name in ("g_ab", "g_ba", "nce_heads") if name in present
+                    for p in present[name].parameters()]
+        params_d = [p for name in ("d_a", "d_b") if name in present for p in present[name].parameters()]
         adam = {"lr": tc.lr, "betas": tuple(tc.betas)}
         if acc.device.type == "cuda":
             adam["fused"] = True
@@ -133,12 +139,12 @@ class Trainer:
         self.training_fid = build_training_fid(config, acc.device) if acc.is_main_process else None
         if resume_state is not None:
             self._load_state(resume_state)
-        g_ab, g_ba, d_a, d_b, self.opt_g, self.opt_d = acc.prepare(
-            self.nets.g_ab, self.nets.g_ba, self.nets.d_a, self.nets.d_b, self.opt_g, self.opt_d)
-        self.nets = Networks(g_ab, g_ba, d_a, d_b)
+        present = self.nets.present()
+        *prepared, self.opt_g, self.opt_d = acc.prepare(*present.values(), self.opt_g, self.opt_d)
+        self.nets = Networks(**dict(zip(present, prepared)))
         # In the G step the discriminators are frozen and only pass gradients to the fakes, so
         # they are called without their DDP wrapper: no gradient sync is due for them there.
-        self.d_a_plain, self.d_b_plain = acc.unwrap_model(d_a), acc.unwrap_model(d_b)
+        self.d_a_plain, self.d_b_plain = (self._plain(self.nets.d_a), self._plain(self.nets.d_b))
         self.ema = self._build_ema(resume_state)
         if tc.compile:
             self._compile()
@@ -146,26 +152,28 @@ class Trainer:
 
     # --- set-up ------------------------------------------------------------------------------
 
+    def _plain(self, net: nn.Module | None) -> nn.Module | None:
+        return None if net is None else self.accelerator.unwrap_model(net)
+
     def _build_ema(self, resume_state: dict[str, Any] | None) -> dict[str, ModelEMA]:
         """EMA copies of both generators (train.ema_decay > 0), resumed exactly."""
         if not self.config.train.ema_decay:
             return {}
         unwrap = self.accelerator.unwrap_model
         ema = {name: ModelEMA(unwrap(getattr(self.nets, name)), self.config.train.ema_decay)
-               for name in ("g_ab", "g_ba")}
+               for name in ("g_ab", "g_ba") if getattr(self.nets, name) is not None}
         saved = (resume_state or {}).get("ema") or {}
         for name, average in ema.items():
             if saved.get(name) is not None:
                 average.load_state_dict(saved[name])
         return ema
 
-    def generators_for_inference(self) -> tuple[nn.Module, nn.Module]:
+    def generators_for_inference(self) -> tuple[nn.Module, nn.Module | None]:
         """(G_AB, G_BA) as samples, evaluation and exports should see them: the EMA copies
-        when train.ema_decay > 0, else the trained weights."""
+        when train.ema_decay > 0, else the trained weights. G_BA is None under cut/fastcut."""
         if self.ema:
-            return self.ema["g_ab"].module, self.ema["g_ba"].module
-        unwrap = self.accelerator.unwrap_model
-        return unwrap(self.nets.g_ab), unwrap(self.nets.g_ba)
+            return self.ema["g_ab"].module, self.ema["g_ba"].module if "g_ba" in self.ema else None
+        return self._plain(self.nets.g_ab), self._plain(self.nets.g_ba)
 
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
         return diff_augment(x, self.config.train.diff_augment)
@@ -189,7 +197,9 @@ class Trainer:
         if not self.config.train.channels_last:
             return False
         device, batch = self.accelerator.device, self.config.train.batch_size
-        for net in vars(self.nets).values():
+        for name, net in self.nets.present().items():
+            if name == "nce_heads":
+                continue  # linear layers on sampled patches: no image layout
             if not channels_last_is_safe(net, device, batch):
                 # InstanceNorm's channels_last gradients are wrong on CPU at batch 1: compute
                 # the same normalisation as a GroupNorm, whose gradients are right (and faster).
@@ -206,9 +216,10 @@ class Trainer:
         return PerceptualLoss(VGGFeatures(lc.perceptual_layers, weights=lc.vgg_weights))
 
     def _compile(self) -> None:
-        for name in ("g_ab", "g_ba", "d_a", "d_b"):
-            setattr(self.nets, name, torch.compile(getattr(self.nets, name)))
-        self.d_a_plain, self.d_b_plain = torch.compile(self.d_a_plain), torch.compile(self.d_b_plain)
+        for name, net in self.nets.present().items():
+            setattr(self.nets, name, torch.compile(net))
+        self.d_a_plain, self.d_b_plain = (None if d is None else torch.compile(d)
+                                          for d in (self.d_a_plain, self.d_b_plain))
 
     def _build_dataset(self) -> UnpairedDataset:
         dc, unreadable = self.config.data, []
@@ -238,7 +249,8 @@ class Trainer:
         unwrap = self.accelerator.unwrap_model
         return {
             "config": self.config.to_dict(),
-            "models": {name: ckpt.plain_state_dict(unwrap(net)) for name, net in vars(self.nets).items()},
+            "models": {name: ckpt.plain_state_dict(unwrap(net))
+                       for name, net in self.nets.present().items()},
             "optimizers": {"g": self.opt_g.state_dict(), "d": self.opt_d.state_dict()},
             "schedulers": {"g": self.sched_g.state_dict(), "d": self.sched_d.state_dict()},
             "processes": process_states or [self.process_state()],  # in rank order
@@ -249,7 +261,7 @@ class Trainer:
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
-        for name, net in vars(self.nets).items():
+        for name, net in self.nets.present().items():
             net.load_state_dict(state["models"][name])
         self.opt_g.load_state_dict(state["optimizers"]["g"])
         self.opt_d.load_state_dict(state["optimizers"]["d"])
@@ -285,7 +297,7 @@ class Trainer:
             states = gather_object(states)
         path = None
         if acc.is_main_process:
-            assert_finite_parameters({k: acc.unwrap_model(v) for k, v in vars(self.nets).items()},
+            assert_finite_parameters({k: acc.unwrap_model(v) for k, v in self.nets.present().items()},
                                      self.step)
             state = self.state_dict(states)
             path = (ckpt.save_best_checkpoint(state, self.output_dir, self.step) if best else
@@ -312,10 +324,16 @@ class Trainer:
                 batch["b"].to(dev, non_blocking=True, memory_format=fmt))
 
     def generator_losses(self, real_a: torch.Tensor, real_b: torch.Tensor) -> tuple[
-            torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-        """CycleGAN's generator objective; returns (total, parts, fake_a, fake_b)."""
-        n = self.nets
+            torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None, torch.Tensor]:
+        """The generators' objective; returns (total, parts, fake_a, fake_b). fake_a is None
+        under cut/fastcut, which translate A -> B only."""
+        n, objective = self.nets, self.config.model.objective
         augment = self._augment if self.config.train.diff_augment else None
+        if self.config.model.one_way:
+            total, parts, fake_b = contrastive_generator_losses(
+                n.g_ab, self._plain(n.g_ab).encode, self.d_b_plain, n.nce_heads, real_a, real_b,
+                self.config.loss, objective, self.gan_loss, augment)
+            return total, parts, None, fake_b
         return generator_losses(n.g_ab, n.g_ba, self.d_a_plain, self.d_b_plain, real_a, real_b,
                                 self.config.loss, self.gan_loss, self.perceptual, augment)
 
@@ -336,15 +354,17 @@ class Trainer:
         acc, n, k = self.accelerator, self.nets, len(micro_batches)
         reals = [self._to_device(b) for b in micro_batches]
         logs: dict[str, torch.Tensor] = {}
+        generators = [net for net in (n.g_ab, n.g_ba, n.nce_heads) if net is not None]
         # G step: D frozen (no grads for its weights; it only passes gradients to the fakes).
-        _set_requires_grad([n.d_a, n.d_b], False)
+        _set_requires_grad(self._discriminators(), False)
         fakes = []
         for i, (real_a, real_b) in enumerate(reals):
-            with self._no_sync(i < k - 1, n.g_ab, n.g_ba), acc.autocast():
+            with self._no_sync(i < k - 1, *generators), acc.autocast():
                 loss_g, parts, fake_a, fake_b = self.generator_losses(real_a, real_b)
             acc.backward(loss_g / k)
             parts |= _changes(real_a, real_b, fake_a, fake_b)
-            fakes.append((fake_a.detach(), fake_b.detach()))  # reused by the D step, not recomputed
+            # Reused by the D step, not recomputed.
+            fakes.append((None if fake_a is None else fake_a.detach(), fake_b.detach()))
             _accumulate(logs, {"g_total": loss_g.detach(), **{k_: v.detach() for k_, v in parts.items()}}, k)
         ok = self.guard.all_finite(logs, self._checked_params(self.opt_g), "G")
         if ok:
@@ -359,23 +379,30 @@ class Trainer:
         self.sched_d.step()
         return logs, ok
 
+    def _discriminators(self) -> list[nn.Module]:
+        return [d for d in (self.nets.d_a, self.nets.d_b) if d is not None]
+
     def _discriminator_step(self, reals: list, fakes: list, logs: dict[str, torch.Tensor]) -> bool:
         acc, n, k = self.accelerator, self.nets, len(reals)
         d_logs: dict[str, torch.Tensor] = {}
         # D step on real images and fakes drawn from the history pools.
-        _set_requires_grad([n.d_a, n.d_b], True)
+        _set_requires_grad(self._discriminators(), True)
         for i, ((real_a, real_b), (fake_a, fake_b)) in enumerate(zip(reals, fakes)):
-            parts_a: dict[str, torch.Tensor] = {}
-            parts_b: dict[str, torch.Tensor] = {}
-            with self._no_sync(i < k - 1, n.d_a, n.d_b), acc.autocast():
-                loss_d_a = self.discriminator_loss(n.d_a, real_a, self.pool_a.query(fake_a), parts_a)
-                loss_d_b = self.discriminator_loss(n.d_b, real_b, self.pool_b.query(fake_b), parts_b)
-            acc.backward((loss_d_a + loss_d_b) / k)
-            extra = {f"{d}_{key}": parts[key] for d, parts in (("d_a", parts_a), ("d_b", parts_b))
-                     for key in ("acc_real", "acc_fake")}
-            if "r1" in parts_a:
-                extra["r1"] = parts_a["r1"] + parts_b["r1"]
-            _accumulate(d_logs, {"d_a": loss_d_a.detach(), "d_b": loss_d_b.detach(), **extra}, k)
+            sides = [("d_a", n.d_a, real_a, fake_a, self.pool_a), ("d_b", n.d_b, real_b, fake_b, self.pool_b)]
+            losses, step_logs = [], {}
+            with self._no_sync(i < k - 1, *self._discriminators()), acc.autocast():
+                for name, d, real, fake, pool in sides:
+                    if d is None:
+                        continue
+                    parts: dict[str, torch.Tensor] = {}
+                    losses.append(self.discriminator_loss(d, real, pool.query(fake), parts))
+                    step_logs[name] = losses[-1].detach()
+                    step_logs |= {f"{name}_{key}": value for key, value in parts.items()}
+            acc.backward(sum(losses) / k)
+            r1 = [step_logs.pop(key) for key in ("d_a_r1", "d_b_r1") if key in step_logs]
+            if r1:
+                step_logs["r1"] = sum(r1)
+            _accumulate(d_logs, step_logs, k)
         logs |= d_logs
         ok = self.guard.all_finite(d_logs, self._checked_params(self.opt_d), "D")
         if ok:
@@ -528,12 +555,14 @@ def _stack_cropped(images: list[torch.Tensor]) -> torch.Tensor:
                         for x in images])
 
 
-def _changes(real_a: torch.Tensor, real_b: torch.Tensor, fake_a: torch.Tensor,
+def _changes(real_a: torch.Tensor, real_b: torch.Tensor, fake_a: torch.Tensor | None,
              fake_b: torch.Tensor) -> dict[str, torch.Tensor]:
     """mean |G_AB(A) - A| and |G_BA(B) - B|: near zero, a generator copies its input."""
     with torch.no_grad():
-        return {"change_ab": (fake_b.float() - real_a.float()).abs().mean(),
-                "change_ba": (fake_a.float() - real_b.float()).abs().mean()}
+        changes = {"change_ab": (fake_b.float() - real_a.float()).abs().mean()}
+        if fake_a is not None:
+            changes["change_ba"] = (fake_a.float() - real_b.float()).abs().mean()
+        return changes
 
 
 def _set_requires_grad(models: list[nn.Module], flag: bool) -> None:

@@ -26,6 +26,7 @@ from cyclestyle.checkpoint import (
     load_checkpoint,
     model_config,
     read_torch_file,
+    stored_generators,
     uses_ema,
 )
 from cyclestyle.models.factory import ModelConfig
@@ -98,12 +99,13 @@ def _is_reference(content: Any) -> bool:
 def _from_checkpoint_state(state: dict[str, Any]) -> LoadedModel:
     where = state["path"]
     config = model_config(state)
-    weights = {name: generator_weights(state, name) for name in ("g_ab", "g_ba")}
-    g_ab, g_ba = generators_from_weights(config, weights, where)
+    names = stored_generators(state, config)
+    weights = {name: generator_weights(state, name) for name in names}
+    generators = dict(zip(("a2b", "b2a"), generators_from_weights(config, weights, where)))
     image_size = (state["config"].get("data") or {}).get("image_size")
-    described = release_config(g_ab, training_summary(state), image_size=image_size,
+    described = release_config(generators["a2b"], training_summary(state), image_size=image_size,
                                weights="ema" if uses_ema(state) else "trained")
-    return LoadedModel({"a2b": g_ab, "b2a": g_ba}, described, where, state)
+    return LoadedModel(generators, described, where, state)
 
 
 def _reference_files(files: dict[str, Path], origin: str, zoo_info: dict | None = None,

@@ -106,7 +106,11 @@ class Translator:
 
         if direction not in DIRECTIONS:
             raise ValueError(f"direction={direction!r}; choose 'a2b' (G_AB) or 'b2a' (G_BA)")
-        g_ab, g_ba, _ = load_generators(path)
+        g_ab, g_ba, config = load_generators(path)
+        if direction == "b2a" and g_ba is None:
+            objective = (config.get("model") or {}).get("objective")
+            raise ValueError(f"direction: 'b2a' is invalid: {path} was trained one-way (model."
+                             f"objective {objective}) and holds only G_AB; use direction a2b")
         return cls(g_ab if direction == "a2b" else g_ba, **kwargs)
 
     @classmethod
