@@ -60,9 +60,14 @@ def contenders(vgg_prefix: Path | None) -> dict[str, Contender]:
         "reference-small": Contender("reference-small", reference_width=12,
                                      note="ResNet-9 at ngf 12: about our parameter count"),
         "ours": Contender("ours", note="configs/demo.yaml: unet_attn, adversarial+cycle+identity"),
+        "ours-direct": Contender("ours-direct", ["model.generator_args.input_skip=false"],
+                                 note="ours without the input skip in the generator's head"),
         "ours+ema": Contender("ours+ema", ema),
         "ours+diffaug": Contender("ours+diffaug", aug),
         "ours+r1": Contender("ours+r1", r1),
+        "ours+cut": Contender("ours+cut", ["model.objective=cut"],
+                              note="CUT: PatchNCE instead of the cycle, G_AB and D_B only"),
+        "ours+fastcut": Contender("ours+fastcut", ["model.objective=fastcut"]),
         "ours+all": Contender("ours+all", ema + aug + r1 + perceptual),
     }
     if perceptual:
