@@ -67,7 +67,20 @@ def from_dict(data: dict[str, Any] | None, cls: type, prefix: str = "") -> Any:
                           f"{where}; valid keys: {', '.join(prefix + k for k in fields)}")
     values = {name: _coerce(data[name], hints[name], prefix + name)
               for name in fields if name in data}
-    return cls(**values)
+    built = cls(**values)
+    # Remembered so that a value equal to its default can still be told apart from an unset
+    # one (train.max_steps given next to train.epochs must agree with them; see given_keys).
+    object.__setattr__(built, _GIVEN, frozenset(values))
+    return built
+
+
+_GIVEN = "_cyclestyle_given_keys"
+
+
+def given_keys(obj: Any) -> frozenset[str] | None:
+    """The fields that `from_dict` found in the data (YAML or `--set`) for `obj`, or None when
+    `obj` was not built by `from_dict` (then nothing is known about what was set)."""
+    return getattr(obj, _GIVEN, None)
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:

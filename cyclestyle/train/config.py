@@ -354,9 +354,10 @@ def resolve_epochs(config: ExperimentConfig, dataset_size: int,
     As in the reference, an epoch is max(len(A), len(B)) images (`dataset_size`); one step
     consumes the effective batch, batch_size * world_size * grad_accum_steps images, so
     max_steps = ceil((epochs + decay_epochs) * N / batch) and decay_start = ceil(epochs * N /
-    batch). A max_steps or decay_start that differs from its default was set explicitly and
-    must agree (a ConfigError otherwise); an already resolved config therefore resolves to
-    itself, so calling this twice (CLI, then Trainer) is harmless. No epochs: unchanged.
+    batch). A max_steps or decay_start that was set (in the YAML or with --set; in a config
+    built in code: one that differs from its default) must agree, else a ConfigError; an
+    already resolved config therefore resolves to itself, so calling this twice (CLI, then
+    Trainer) is harmless. No epochs: unchanged.
     """
     tc = config.train
     if not (tc.epochs or tc.decay_epochs):
@@ -365,15 +366,16 @@ def resolve_epochs(config: ExperimentConfig, dataset_size: int,
     batch = tc.batch_size * world_size * tc.grad_accum_steps
     max_steps = math.ceil((tc.epochs + tc.decay_epochs) * dataset_size / batch)
     decay_start = math.ceil(tc.epochs * dataset_size / batch)
-    defaults = TrainConfig()
+    defaults, given = TrainConfig(), options.given_keys(tc)
     form = (f"train.epochs={tc.epochs} + train.decay_epochs={tc.decay_epochs} over {dataset_size} "
             f"images per epoch at an effective batch of {batch} (batch_size {tc.batch_size} x "
             f"{world_size} processes x grad_accum_steps {tc.grad_accum_steps})")
     for key, steps, default in (("max_steps", max_steps, defaults.max_steps),
                                 ("decay_start", decay_start, defaults.decay_start)):
-        given = getattr(tc, key)
-        given_step = tc.decay_start_step if key == "decay_start" else given
-        _check(given == default or given_step == steps, f"train.{key}", given,
+        value = getattr(tc, key)
+        value_step = tc.decay_start_step if key == "decay_start" else value
+        was_set = key in given if given is not None else value != default
+        _check(not was_set or value_step == steps, f"train.{key}", value,
                f"{steps} (what {form} give), or only one of the two forms",
                why="disagrees with train.epochs/decay_epochs")
     tc.max_steps, tc.decay_start = max_steps, float(decay_start)
