@@ -38,7 +38,12 @@ from cyclestyle.runtime import (
 )
 from cyclestyle.train.augment import diff_augment
 from cyclestyle.train.config import ExperimentConfig, resolve_epochs
-from cyclestyle.train.data import UnpairedDataset, build_dataloader, find_domain_images
+from cyclestyle.train.data import (
+    UnpairedDataset,
+    build_dataloader,
+    crop_to_common_size,
+    find_domain_images,
+)
 from cyclestyle.train.ema import ModelEMA
 from cyclestyle.train.losses import GANLoss, PerceptualLoss
 from cyclestyle.train.monitor import (
@@ -47,11 +52,12 @@ from cyclestyle.train.monitor import (
     assert_finite_parameters,
     build_training_fid,
     init_tracker,
+    log_images,
 )
 from cyclestyle.train.objective import discriminator_loss, generator_losses
 from cyclestyle.train.pool import ImagePool
 from cyclestyle.train.report import write_report
-from cyclestyle.train.samples import save_cycle_samples
+from cyclestyle.train.samples import SampleWriter
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +147,9 @@ class Trainer:
         if tc.compile:
             self._compile()
         self.dataset = self._build_dataset()
+        self.samples = SampleWriter(self.output_dir, self.dataset,
+                                    config.eval.held_out_dirs(config.data, required=False),
+                                    config.data.image_size, acc.device)
 
     # --- set-up ------------------------------------------------------------------------------
 
@@ -324,6 +333,8 @@ class Trainer:
         lazy = lc.r1_gamma > 0 and self.step % lc.r1_every == 0
         r1_weight = lc.r1_gamma / 2 * lc.r1_every if lazy else 0.0
         augment = self._augment if self.config.train.diff_augment else None
+        if real.shape != fake.shape:  # whole-image modes: an older fake of another size
+            real, fake = crop_to_common_size([real, fake], *torch.rand(2).tolist())
         return discriminator_loss(d, real, fake, self.gan_loss, augment, r1_weight, parts)
 
     def train_step(self, micro_batches: list[dict[str, Any]]) -> tuple[dict[str, torch.Tensor], bool]:
@@ -471,16 +482,18 @@ class Trainer:
         init_tracker(self.accelerator, self.config)
 
     def evaluate(self) -> dict[str, float]:
-        """Held-out FID/KID (main process); a new best FID is saved as checkpoints/best.pt."""
-        acc, scores = self.accelerator, {}
+        """Held-out FID/KID of both directions (main process); a new best of the FID chosen by
+        eval.best is saved as checkpoints/best.pt."""
+        acc, scores, best_by = self.accelerator, {}, self.config.eval.best
         if self.training_fid is not None:
-            scores = self.training_fid(self.generators_for_inference()[0], self.step)
+            scores = self.training_fid(*self.generators_for_inference(), self.step)
             self._append_metrics({"eval_" + k: v for k, v in scores.items()})
             acc.log({"eval_" + k: v for k, v in scores.items()}, step=self.step)
-        if _any_process(acc, True if scores.get("fid_is_best") else None):
+        if _any_process(acc, True if scores.get("is_best") else None):
             path = self.save_checkpoint(best=True)
             if path:
-                log.info("step %d: best held-out FID so far (%.3f): %s", self.step, scores["fid"], path)
+                log.info("step %d: best held-out FID (%s) so far (%.3f): %s", self.step, best_by,
+                         scores[f"fid_{best_by}"], path)
         return scores
 
     def _append_metrics(self, values: dict[str, Any]) -> None:
@@ -503,22 +516,13 @@ class Trainer:
         acc.log(values, step=self.step)
 
     @torch.no_grad()
-    def save_samples(self, count: int = 4) -> None:
+    def save_samples(self) -> None:
+        """Sample grids (training stream, held-out) to samples/ and to the trackers."""
         if not self.accelerator.is_main_process:
             return
-        items = [self.dataset[i] for i in range(count)]  # fixed stream indices: comparable across steps
-        real_a, real_b = (_stack_cropped([it[k] for it in items]).to(self.accelerator.device)
-                          for k in ("a", "b"))
-        g_ab, g_ba = self.generators_for_inference()
-        save_cycle_samples(g_ab, g_ba, real_a, real_b, self.accelerator.autocast(),
-                           self.output_dir / "samples" / f"step_{self.step:08d}.png")
-
-
-def _stack_cropped(images: list[torch.Tensor]) -> torch.Tensor:
-    """Stack (3, H, W) images, centre-cropped to the smallest H and W (scale_width crops vary)."""
-    h, w = min(x.shape[-2] for x in images), min(x.shape[-1] for x in images)
-    return torch.stack([x[..., (x.shape[-2] - h) // 2:][..., :h, (x.shape[-1] - w) // 2:][..., :w]
-                        for x in images])
+        grids = self.samples.write(*self.generators_for_inference(), self.step,
+                                   self.accelerator.autocast)
+        log_images(self.accelerator, grids, self.step)
 
 
 def _set_requires_grad(models: list[nn.Module], flag: bool) -> None:
