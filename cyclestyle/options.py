@@ -201,7 +201,7 @@ def flat_keys(cls: type, prefix: str = "") -> list[str]:
 # --- dataclass <-> argparse -----------------------------------------------------------------
 # A field becomes a flag from its name (`tile_overlap` -> `--tile-overlap`), its type, its
 # default and its `help` metadata: `field(default=64, metadata={"help": "..."})`. Metadata may
-# also carry "choices", "flag" (another spelling) and "metavar".
+# also carry "choices", "flag" (another spelling), "metavar" and "type" (an argparse parser).
 
 def option(default: Any = dataclasses.MISSING, help: str = "", **meta: Any) -> Any:  # noqa: A002
     """A dataclass field with its command-line help (and optional choices/flag/metavar)."""
@@ -237,7 +237,9 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type,
         if "metavar" in meta:
             kwargs["metavar"] = meta["metavar"]
         base = _base_type(hint)
-        if typing.get_origin(base) is list:
+        if "type" in meta:  # a parser of its own (e.g. a number or a keyword)
+            kwargs["type"] = meta["type"]
+        elif typing.get_origin(base) is list:
             (item,) = typing.get_args(base) or (str,)
             kwargs["type"] = list_parser(item)
         elif base in (int, float):

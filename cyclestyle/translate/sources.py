@@ -40,6 +40,7 @@ from cyclestyle.translate.release import (
     release_config,
     training_summary,
 )
+from cyclestyle.translate.scale import training_scale
 
 # Reference run folders: CycleGAN saves both directions, pix2pix and CUT one generator.
 REFERENCE_PAIR = ("latest_net_G_A.pth", "latest_net_G_B.pth")
@@ -100,9 +101,10 @@ def _from_checkpoint_state(state: dict[str, Any]) -> LoadedModel:
     config = model_config(state)
     weights = {name: generator_weights(state, name) for name in ("g_ab", "g_ba")}
     g_ab, g_ba = generators_from_weights(config, weights, where)
-    image_size = (state["config"].get("data") or {}).get("image_size")
-    described = release_config(g_ab, training_summary(state), image_size=image_size,
-                               weights="ema" if uses_ema(state) else "trained")
+    data = state["config"].get("data") or {}
+    described = release_config(g_ab, training_summary(state), image_size=data.get("image_size"),
+                               weights="ema" if uses_ema(state) else "trained",
+                               training_scale=training_scale(data))
     return LoadedModel({"a2b": g_ab, "b2a": g_ba}, described, where, state)
 
 
@@ -133,8 +135,10 @@ def _reference_files(files: dict[str, Path], origin: str, zoo_info: dict | None 
     generators = dict(zip(converted, networks))
     reference = {"implementation": first.implementation, "netG": first.netg,
                  "file": ", ".join(str(p) for p in files.values()), **(zoo_info or {})}
+    # The reference's default --preprocess is resize_and_crop, loading at 286 for 256 crops.
+    scale = training_scale({"image_size": image_size}) if image_size else None
     config = release_config(networks[0], reference=reference, image_size=image_size,
-                            weights="reference")
+                            weights="reference", training_scale=scale)
     return LoadedModel(generators, config, origin)
 
 
