@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from cyclestyle import options
-from cyclestyle.imageio import MAX_IMAGE_PIXELS
+from cyclestyle.imageio import LOAD_TO_CROP_RATIO, MAX_IMAGE_PIXELS
 from cyclestyle.models.factory import ModelConfig
 from cyclestyle.options import ConfigError, apply_overrides
 from cyclestyle.runtime import PRECISIONS
@@ -66,7 +66,7 @@ class DataConfig:
 
     @property
     def resolved_load_size(self) -> int:
-        return self.load_size or round(self.image_size * 286 / 256)
+        return self.load_size or round(self.image_size * LOAD_TO_CROP_RATIO)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from typing import Any
 
 from PIL import Image
 
+from cyclestyle.imageio import LOAD_TO_CROP_RATIO
 from cyclestyle.options import invalid
 from cyclestyle.translate.options import TRAIN  # --size train / --max-size train
 
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 
 FAR = 2.0  # an image more than this many times larger or smaller than the training scale
 CHECKED = 200  # image headers read for the warning (spread over the inputs)
-LOAD_TO_CROP_RATIO = 286 / 256  # data.load_size 0 means this (cyclestyle.train.config)
 EXIF_ORIENTATION, TRANSPOSED = 0x0112, (5, 6, 7, 8)  # orientations that swap width and height
 
 
