@@ -48,6 +48,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 # twice that, and this is that hard limit, so 100-megapixel photos still load.
 MAX_IMAGE_PIXELS = 2 * 89_478_485
 
+# CycleGAN resizes to 286 and crops 256; data.load_size 0 keeps that ratio for other crop sizes
+# (training, and translate's idea of the training scale).
+LOAD_TO_CROP_RATIO = 286 / 256
+
 # Modes whose alpha channel must be composited away before dropping to RGB (and kept by
 # `alpha_of` for outputs that can store it).
 ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")

@@ -67,7 +67,20 @@ def from_dict(data: dict[str, Any] | None, cls: type, prefix: str = "") -> Any:
                           f"{where}; valid keys: {', '.join(prefix + k for k in fields)}")
     values = {name: _coerce(data[name], hints[name], prefix + name)
               for name in fields if name in data}
-    return cls(**values)
+    built = cls(**values)
+    # Remembered so that a value equal to its default can still be told apart from an unset
+    # one (train.max_steps given next to train.epochs must agree with them; see given_keys).
+    object.__setattr__(built, _GIVEN, frozenset(values))
+    return built
+
+
+_GIVEN = "_cyclestyle_given_keys"
+
+
+def given_keys(obj: Any) -> frozenset[str] | None:
+    """The fields that `from_dict` found in the data (YAML or `--set`) for `obj`, or None when
+    `obj` was not built by `from_dict` (then nothing is known about what was set)."""
+    return getattr(obj, _GIVEN, None)
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
@@ -188,7 +201,7 @@ def flat_keys(cls: type, prefix: str = "") -> list[str]:
 # --- dataclass <-> argparse -----------------------------------------------------------------
 # A field becomes a flag from its name (`tile_overlap` -> `--tile-overlap`), its type, its
 # default and its `help` metadata: `field(default=64, metadata={"help": "..."})`. Metadata may
-# also carry "choices", "flag" (another spelling) and "metavar".
+# also carry "choices", "flag" (another spelling), "metavar" and "type" (an argparse parser).
 
 def option(default: Any = dataclasses.MISSING, help: str = "", **meta: Any) -> Any:  # noqa: A002
     """A dataclass field with its command-line help (and optional choices/flag/metavar)."""
@@ -224,7 +237,9 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type,
         if "metavar" in meta:
             kwargs["metavar"] = meta["metavar"]
         base = _base_type(hint)
-        if typing.get_origin(base) is list:
+        if "type" in meta:  # a parser of its own (e.g. a number or a keyword)
+            kwargs["type"] = meta["type"]
+        elif typing.get_origin(base) is list:
             (item,) = typing.get_args(base) or (str,)
             kwargs["type"] = list_parser(item)
         elif base in (int, float):

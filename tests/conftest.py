@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import write_images
+from tests.helpers import write_images, write_tiny_inception
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CYCLESTYLE_SHARED", REPO_ROOT.parent / "shared"))
@@ -38,6 +38,12 @@ def shared_vgg_prefix() -> Path:
 @pytest.fixture(scope="session")
 def shared_inception() -> Path:
     return _shared_path("weights/inception-2015-12-05-torchscript.pt")
+
+
+@pytest.fixture
+def tiny_inception(tmp_path: Path) -> Path:
+    """A 12-d TorchScript stand-in for Inception (tests.helpers.write_tiny_inception)."""
+    return write_tiny_inception(tmp_path / "tiny_inception.pt")
 
 
 @pytest.fixture

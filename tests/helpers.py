@@ -9,7 +9,7 @@ from scripts.synthetic import write_images
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"  # a few-second CPU model
 
-__all__ = ["REPO", "TINY", "tiny_config", "tiny_overrides", "write_images"]
+__all__ = ["REPO", "TINY", "tiny_config", "tiny_overrides", "write_images", "write_tiny_inception"]
 
 
 def tiny_overrides(dirs, output_dir, *overrides: str) -> list[str]:
@@ -23,3 +23,22 @@ def tiny_config(dirs, output_dir, *overrides: str):
     from cyclestyle.train.config import load_config
 
     return load_config(TINY, tiny_overrides(dirs, output_dir, *overrides))
+
+
+def write_tiny_inception(path: Path) -> Path:
+    """A 12-d TorchScript stand-in for Inception at `path`, for held-out FID/KID in tests."""
+    import torch
+    from torch import nn
+
+    class TinyEmbed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 16, stride=16)
+            self.pool = nn.AdaptiveAvgPool2d(2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.pool(torch.tanh(self.conv(x))).flatten(1)
+
+    torch.manual_seed(0)
+    torch.jit.script(TinyEmbed()).save(str(path))
+    return path

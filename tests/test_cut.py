@@ -3,6 +3,7 @@ terms and weights, the projection heads, and one-way runs end to end."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -146,3 +147,17 @@ def test_a_cut_run_trains_one_way_and_its_checkpoint_says_so(image_dirs, tmp_pat
     Translator.from_checkpoint(path, direction="a2b")
     with pytest.raises(ValueError, match="direction: 'b2a' is invalid: .* one-way"):
         Translator.from_checkpoint(path, direction="b2a")
+
+
+def test_held_out_evaluation_of_a_one_way_run_scores_g_ab_alone(image_dirs, tmp_path,
+                                                                 tiny_inception, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    Trainer(tiny_config(image_dirs, out, "train.max_steps=2", "model.objective=cut",
+                        f"eval.domain_a={image_dirs[0]}", f"eval.domain_b={image_dirs[1]}",
+                        "eval.every=2", f"eval.inception_weights={tiny_inception}")).fit()
+    rows = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+            if "eval_fid_mean" in r]
+    assert len(rows) == 1 and "eval_fid_b2a" not in rows[0]
+    assert rows[0]["eval_fid_mean"] == rows[0]["eval_fid_a2b"] >= 0
+    assert (out / "checkpoints" / ckpt.BEST_NAME).is_file()

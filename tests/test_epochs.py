@@ -8,7 +8,13 @@ import pytest
 import yaml
 
 from cyclestyle.cli import main
-from cyclestyle.train.config import ConfigError, ExperimentConfig, from_dict, resolve_epochs
+from cyclestyle.train.config import (
+    ConfigError,
+    ExperimentConfig,
+    TrainConfig,
+    from_dict,
+    resolve_epochs,
+)
 from tests.helpers import TINY, tiny_overrides
 
 
@@ -46,6 +52,24 @@ def test_both_forms_must_agree():
         resolve_epochs(_config(epochs=1, decay_epochs=1, max_steps=11), 10, 2)
     with pytest.raises(ConfigError, match=r"train\.decay_start: 4(\.0)? is invalid.*expected 5 "):
         resolve_epochs(_config(epochs=1, decay_epochs=1, decay_start=4), 10, 2)
+
+
+@pytest.mark.parametrize("key, value", [("max_steps", 200_000), ("decay_start", 0.5)])
+def test_a_set_value_equal_to_its_default_must_agree_too(key, value):
+    """train.max_steps=200000 (the default) next to epochs is a choice, not an unset key."""
+    assert getattr(TrainConfig(), key) == value
+    with pytest.raises(ConfigError, match=rf"train\.{key}: {value} is invalid: disagrees"):
+        resolve_epochs(_config(epochs=1, decay_epochs=1, **{key: value}), 10, 2)
+    unset = resolve_epochs(_config(epochs=1, decay_epochs=1), 10, 2)  # both computed
+    assert (unset.train.max_steps, unset.train.decay_start_step) == (10, 5)
+
+
+def test_a_config_built_in_code_compares_with_the_defaults():
+    config = ExperimentConfig(train=TrainConfig(epochs=1, decay_epochs=1, max_steps=11))
+    with pytest.raises(ConfigError, match=r"train\.max_steps: 11 is invalid"):
+        resolve_epochs(config, 10, 2)
+    config = ExperimentConfig(train=TrainConfig(epochs=1, decay_epochs=1))
+    assert resolve_epochs(config, 10, 2).train.max_steps == 10
 
 
 def test_resolving_twice_is_harmless_and_logs_both_forms(caplog):
@@ -90,3 +114,18 @@ def test_train_command_refuses_disagreeing_forms(image_dirs, tmp_path, capsys):
     sets = tiny_overrides(image_dirs, tmp_path / "run", "train.epochs=2")  # tiny: max_steps 20
     assert main(["train", str(TINY), *[f"--set={s}" for s in sets]]) == 2
     assert "train.max_steps: 20 is invalid: disagrees" in capsys.readouterr().err
+
+
+def test_a_run_with_epochs_and_accumulation_stops_at_the_converted_step(image_dirs, tmp_path,
+                                                                        tiny_without_steps):
+    """5 A / 4 B images, 1 + 1 epochs, 2 micro-batches per step: ceil(10 / 2) = 5 steps."""
+    from cyclestyle.checkpoint import load_checkpoint
+    from cyclestyle.train.config import load_config
+    from cyclestyle.train.trainer import train
+
+    sets = tiny_overrides(image_dirs, tmp_path / "run", "train.epochs=1", "train.decay_epochs=1",
+                          "train.grad_accum_steps=2", "train.sample_every=100")
+    train(load_config(tiny_without_steps, sets))
+    state = load_checkpoint(tmp_path / "run")
+    assert state["step"] == 5
+    assert (state["config"]["train"]["max_steps"], state["config"]["train"]["decay_start"]) == (5, 3)

@@ -25,7 +25,7 @@ from cyclestyle.metrics import (
     torchscript_inception,
 )
 from cyclestyle.metrics.content import evaluate_content, pair_by_relative_path, ssim_psnr
-from cyclestyle.metrics.features import file_sha256
+from cyclestyle.metrics.features import features_of_tensors, file_sha256
 from cyclestyle.metrics.style import SetStyleStats, evaluate_style, style_distance
 from cyclestyle.models.vgg import gram_matrix
 from tests.helpers import write_images
@@ -239,24 +239,62 @@ def test_readme_evaluate_example_runs(image_dirs, tiny_torchscript, tmp_path):
 
 # --- training hook ------------------------------------------------------------------------------
 
-def test_training_fid_hook(image_dirs, tmp_path):
+def test_training_fid_hook_scores_both_directions(image_dirs, tmp_path):
     from cyclestyle.models import create_generator
 
-    g_ab = create_generator("unet_attn", base_channels=8, channel_mults=[1, 2], depth=2,
-                            attention_resolutions=[4], num_res_blocks=1)
-    hook = TrainingFID(image_dirs[1], image_dirs[0], every=2, extractor=TinyEmbed(),
+    def generator():
+        return create_generator("unet_attn", base_channels=8, channel_mults=[1, 2], depth=2,
+                                attention_resolutions=[4], num_res_blocks=1)
+
+    torch.manual_seed(0)
+    g_ab, g_ba = generator(), generator()
+    hook = TrainingFID(image_dirs[0], image_dirs[1], every=2, extractor=TinyEmbed(),
                        image_size=32, cache_dir=tmp_path / "cache", kid_subsets=4)
-    g_ab.train()
-    assert hook(g_ab, 1) == {}
-    scores = hook(g_ab, 2)
-    assert set(scores) == {"fid", "kid_mean", "kid_std", "fid_is_best"}
-    assert scores["fid"] > 0 and scores["fid_is_best"] == 1.0 and g_ab.training
+    g_ab.train(), g_ba.train()
+    assert hook(g_ab, g_ba, 1) == {}
+    scores = hook(g_ab, g_ba, 2)
+    assert set(scores) == {"fid_a2b", "kid_a2b", "kid_a2b_std", "fid_b2a", "kid_b2a",
+                           "kid_b2a_std", "fid_mean", "kid_mean", "is_best"}
+    assert scores["fid_mean"] == pytest.approx((scores["fid_a2b"] + scores["fid_b2a"]) / 2)
+    assert scores["is_best"] == 1.0 and g_ab.training and g_ba.training
+    # Each direction: its generator's translations against the other domain's real images.
+    real_a = extract_features(find_images(image_dirs[0]), hook.extractor, cache=None)
+    fake_a = features_of_tensors(hook.translate(g_ba, "b2a"), hook.extractor)
+    assert scores["fid_b2a"] == pytest.approx(fid_from_features(real_a, fake_a))
+    assert len(hook.sources["a2b"]) == 5 and len(hook.sources["b2a"]) == 4  # A: 5, B: 4 files
     with torch.no_grad():
-        for p in g_ab.parameters():
+        for p in g_ba.parameters():
             p.add_(torch.randn_like(p))
-    later = hook(g_ab, 4)
-    assert later["fid_is_best"] == float(later["fid"] < scores["fid"])
-    assert hook.state_dict()["best_fid"] == min(scores["fid"], later["fid"])
+    later = hook(g_ab, g_ba, 4)
+    assert later["fid_a2b"] == pytest.approx(scores["fid_a2b"])  # G_AB unchanged
+    assert later["is_best"] == float(later["fid_mean"] < scores["fid_mean"])
+    assert hook.state_dict() == {"best_fid": min(scores["fid_mean"], later["fid_mean"]),
+                                 "best_step": 2 if later["fid_mean"] >= scores["fid_mean"] else 4,
+                                 "best_by": "mean"}
+
+
+@pytest.mark.parametrize("best, expected", [("mean", [1, 1, 0]), ("a2b", [1, 0, 1]),
+                                             ("b2a", [1, 1, 0])])
+def test_training_fid_hook_keeps_the_best_of_the_chosen_fid(image_dirs, tmp_path, best,
+                                                            expected):
+    hook = TrainingFID(image_dirs[0], image_dirs[1], every=1, extractor=TinyEmbed(),
+                       image_size=32, cache_dir=tmp_path / "cache", kid_subsets=4, best=best)
+    fids = iter([10.0, 10.0, 10.0, 5.0, 8.0, 20.0])  # (a2b, b2a) at steps 1, 2, 3
+    hook.score = lambda generator, d: {f"fid_{d}": next(fids), f"kid_{d}": 0.0,
+                                       f"kid_{d}_std": 0.0}
+    flags = [hook(None, None, step)["is_best"] for step in (1, 2, 3)]
+    assert flags == expected
+    chosen = {"mean": [10.0, 7.5, 14.0], "a2b": [10.0, 10.0, 8.0], "b2a": [10.0, 5.0, 20.0]}[best]
+    assert hook.best_fid == min(chosen) and hook.best_step == 1 + chosen.index(min(chosen))
+
+
+def test_a_best_chosen_by_another_fid_is_not_carried_over(image_dirs, tmp_path, caplog):
+    hook = TrainingFID(image_dirs[0], image_dirs[1], every=1, extractor=TinyEmbed(),
+                       image_size=32, cache_dir=tmp_path / "cache", kid_subsets=4, best="mean")
+    hook.load_state_dict({"best_fid": 3.0, "best_step": 7})  # before both directions: G_AB's
+    assert hook.best_fid is None and "chosen by a2b FID" in caplog.text
+    hook.load_state_dict({"best_fid": 3.0, "best_step": 7, "best_by": "mean"})
+    assert (hook.best_fid, hook.best_step) == (3.0, 7)
 
 
 # --- real data ----------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -11,24 +10,28 @@ from pathlib import Path
 import pytest
 
 from cyclestyle.cli import main
-from tests.helpers import tiny_config, write_images
+from tests.helpers import tiny_config, write_images, write_tiny_inception
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHARTS = ["chart-losses", "chart-fid", "chart-kid"]
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
+    """8 steps with held-out FID/KID (a tiny TorchScript stand-in for Inception) every 4."""
     from cyclestyle.train.trainer import train
 
     tmp = tmp_path_factory.mktemp("report")
-    dirs = write_images(tmp / "A", 4, seed=1), write_images(tmp / "B", 4, seed=2)
+    for split, count in (("train", 4), ("val", 2)):
+        for side, seed in (("A", 1), ("B", 2)):
+            write_images(tmp / "data" / f"{split}{side}", count, seed=seed)
     run = tmp / "run"
-    train(tiny_config(dirs, run, "train.max_steps=8", "train.log_every=2",
-                      "train.sample_every=4", "train.checkpoint_every=8"))
-    # Held-out FID/KID needs Inception weights; these lines have the trainer's eval format.
-    with (run / "metrics.jsonl").open("a") as f:
-        for step, fid in ((4, 300.0), (8, 250.0)):
-            f.write(json.dumps({"step": step, "eval_fid": fid, "eval_kid_mean": fid / 1000}) + "\n")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("XDG_CACHE_HOME", str(tmp / "cache"))  # the real features' disk cache
+        train(tiny_config(("", ""), run, f"data.root={tmp / 'data'}", "train.max_steps=8",
+                          "train.log_every=2", "train.sample_every=4",
+                          "train.checkpoint_every=8", "eval.every=4", "eval.batch_size=2",
+                          f"eval.inception_weights={write_tiny_inception(tmp / 'incep.pt')}"))
     assert main(["report", str(run)]) == 0
     return run
 
@@ -52,15 +55,18 @@ def test_page_references_existing_images_and_draws_every_chart(run_dir):
     page = _Page()
     text = (run_dir / "index.html").read_text()
     page.feed(text)
-    assert page.svgs == ["chart-losses", "chart-eval"]
+    assert page.svgs == CHARTS
     keys = {line["data-key"]: line["points"].split() for line in page.polylines}
-    assert set(keys) == {"g_total", "d_a", "d_b", "cycle", "eval_fid", "eval_kid_mean"}
-    assert all(len(points) > 1 for points in keys.values())
+    assert set(keys) == {"g_total", "d_a", "d_b", "cycle", "eval_fid_a2b", "eval_fid_b2a",
+                         "eval_fid_mean", "eval_kid_a2b", "eval_kid_b2a", "eval_kid_mean"}
     assert len(keys["g_total"]) == 4  # log steps 2, 4, 6, 8
-    samples = sorted((run_dir / "samples").glob("step_*.png"), reverse=True)
-    assert len(samples) == 2
-    assert page.images[0] == "samples/step_00000008.png"  # the slider's image: the newest
-    assert set(page.images) == {p.relative_to(run_dir).as_posix() for p in samples}
+    assert len(keys["eval_fid_b2a"]) == 2  # eval steps 4, 8
+    for prefix in ("step", "heldout_step"):  # training and held-out grids at steps 8 and 4
+        grids = [f"samples/{prefix}_{step:08d}.png" for step in (8, 4)]
+        assert all((run_dir / grid).is_file() for grid in grids)
+        assert page.images.count(grids[0]) == 2  # the slider's image (the newest) and the strip
+        assert page.images.count(grids[1]) == 1
+    assert len(page.images) == 6
     assert all((run_dir / src).is_file() for src in page.images)
     assert "precision</th><td>fp32" in text and "images/s" in text
     assert "lambda_cycle" in text  # the resolved config
@@ -82,13 +88,13 @@ def test_page_renders_with_visible_charts_in_headless_chromium(run_dir, tmp_path
                     "--no-first-run", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync",
                     f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
-                    "--window-size=1200,900", (run_dir / "index.html").as_uri()],
+                    "--hide-scrollbars", "--window-size=1800,900",
+                    (run_dir / "index.html").as_uri()],
                    check=True, timeout=120, capture_output=True)
     image = np.asarray(Image.open(shot).convert("RGB")).astype(int)
-    # The two charts sit side by side below the summary table (y about 150..450): the coloured
-    # lines are the only saturated pixels there (text and axes are grey).
-    for name, box in (("losses", (0, 120, 560, 480)), ("eval", (560, 120, 1120, 480))):
-        left, top, right, bottom = box
-        region = image[top:bottom, left:right]
+    # The three charts sit side by side below the summary table (y about 150..450): the
+    # coloured lines are the only saturated pixels there (text and axes are grey).
+    for name, left in zip(CHARTS, (0, 560, 1100)):
+        region = image[120:480, left:left + 540]
         coloured = int((region.max(-1) - region.min(-1) > 80).sum())
-        assert coloured > 200, f"chart {name}: only {coloured} coloured pixels in {box}"
+        assert coloured > 200, f"{name}: only {coloured} coloured pixels at x {left}..{left + 540}"

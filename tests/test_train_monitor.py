@@ -250,26 +250,6 @@ def test_a_streak_of_nonfinite_gradients_stops_without_blaming_the_learning_rate
     assert "lower train.lr" not in message and "check the images" in message
 
 
-class TinyEmbed(nn.Module):
-    """A 12-d stand-in for Inception, saved as TorchScript like the real one."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 3, 16, stride=16)
-        self.pool = nn.AdaptiveAvgPool2d(2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(torch.tanh(self.conv(x))).flatten(1)
-
-
-@pytest.fixture
-def tiny_inception(tmp_path):
-    torch.manual_seed(0)
-    path = tmp_path / "tiny_inception.pt"
-    torch.jit.script(TinyEmbed()).save(str(path))
-    return path
-
-
 def test_held_out_fid_is_logged_and_the_best_step_kept(image_dirs, tmp_path, tiny_inception,
                                                        monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -278,7 +258,10 @@ def test_held_out_fid_is_logged_and_the_best_step_kept(image_dirs, tmp_path, tin
                  "eval.every=2", f"eval.inception_weights={tiny_inception}",
                  "train.checkpoint_every=1", "train.keep_checkpoints=1"]
     Trainer(tiny_config(image_dirs, out, "train.max_steps=6", *overrides)).fit()
-    evals = {r["step"]: r["eval_fid"] for r in metrics_rows(out) if "eval_fid" in r}
+    rows = [r for r in metrics_rows(out) if "eval_fid_mean" in r]
+    assert all(r["eval_fid_mean"] == pytest.approx((r["eval_fid_a2b"] + r["eval_fid_b2a"]) / 2)
+               for r in rows)  # both directions scored; best.pt by their mean (the default)
+    evals = {r["step"]: r["eval_fid_mean"] for r in rows}
     assert sorted(evals) == [2, 4, 6] and all(v >= 0 for v in evals.values())
     best_step = min(evals, key=evals.get)
     best = ckpt.load_checkpoint(out / "checkpoints" / ckpt.BEST_NAME)  # rotation kept it
@@ -290,6 +273,37 @@ def test_held_out_fid_is_logged_and_the_best_step_kept(image_dirs, tmp_path, tin
     resumed = Trainer(tiny_config(image_dirs, out, "train.max_steps=8", *overrides), resume=True)
     assert resumed.training_fid.best_fid == pytest.approx(min(evals.values()))
     assert resumed.training_fid.best_step == best_step
+
+
+@pytest.mark.parametrize("splits, used", [(("val", "test"), "val"), (("test",), "test")])
+def test_data_root_feeds_held_out_folders_val_before_test(tmp_path, splits, used):
+    root = tmp_path / "data"
+    for split in ("train", *splits):
+        for side, seed in (("A", 1), ("B", 2)):
+            write_images(root / f"{split}{side}", 2, seed=seed)
+    config = load_config(TINY, [f"data.root={root}", f"output_dir={tmp_path / 'run'}",
+                                "eval.every=2"])
+    assert config.eval.held_out_dirs(config.data) == (root / f"{used}A", root / f"{used}B")
+
+
+def test_held_out_translations_are_sampled_without_fid(tmp_path):
+    """Held-out folders next to the training ones give held-out sample grids at each sample
+    step, even with eval.every=0 (no Inception needed)."""
+    root = tmp_path / "data"
+    for split, count in (("train", 3), ("val", 2)):
+        for side, seed in (("A", 1), ("B", 2)):
+            write_images(root / f"{split}{side}", count, seed=seed)
+    out = tmp_path / "run"
+    Trainer(load_config(TINY, [f"data.root={root}", f"output_dir={out}", "train.max_steps=2",
+                               "train.sample_every=1", "train.progress=false"])).fit()
+    grids = sorted(p.name for p in (out / "samples").glob("heldout_step_*.png"))
+    assert grids == ["heldout_step_00000001.png", "heldout_step_00000002.png"]
+    grid = Image.open(out / "samples" / grids[0])
+    train_grid = Image.open(out / "samples" / "step_00000001.png")
+    # 6 rows (A, G_AB(A), cycle, B, G_BA(B), cycle) of 32-px images; 2 held-out images per
+    # domain against the training grid's 4 columns.
+    assert grid.height == train_grid.height == 6 * 34 + 2
+    assert train_grid.width - grid.width == 2 * 34
 
 
 def test_eval_without_held_out_folders_fails_before_training(image_dirs, tmp_path):

@@ -12,9 +12,13 @@ from typing import Any
 from cyclestyle.metrics.resize import RESIZE_MODES
 from cyclestyle.options import check, invalid, option
 
-__all__ = ["METRICS", "EvaluateOptions", "parse_metrics"]
+__all__ = ["BEST_BY", "DIRECTIONS", "METRICS", "EvaluateOptions", "parse_metrics"]
 
 METRICS = ("fid", "kid", "style", "content")
+# Held-out scoring during training (metrics.training.TrainingFID, config key eval.best): each
+# direction's FID, or their mean, picks best.pt.
+DIRECTIONS = ("a2b", "b2a")
+BEST_BY = ("mean", *DIRECTIONS)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from cyclestyle import options
-from cyclestyle.imageio import MAX_IMAGE_PIXELS
+from cyclestyle.imageio import LOAD_TO_CROP_RATIO, MAX_IMAGE_PIXELS
 from cyclestyle.models.factory import ModelConfig
 from cyclestyle.options import ConfigError, apply_overrides
 from cyclestyle.runtime import PRECISIONS
@@ -27,9 +27,10 @@ __all__ = ["ConfigError", "DataConfig", "EvalConfig", "ExperimentConfig", "LossC
 TRACKERS = ("none", "wandb", "tensorboard")
 GAN_MODES = ("lsgan", "vanilla", "hinge")
 DIFF_AUGMENT_POLICIES = ("color", "translation", "cutout")  # cyclestyle.train.augment
-# The reference's --preprocess values (see cyclestyle.train.data.preprocess_image); its `none`
-# (whole images, sides rounded to a multiple of 4) would need size buckets and is not offered.
-PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop")
+# The reference's --preprocess values (see cyclestyle.train.data.preprocess_image).
+PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
+# Modes whose images differ in size from one another, so they cannot share a batch.
+UNCROPPED_MODES = ("scale_width", "none")
 
 
 @dataclass
@@ -41,7 +42,8 @@ class DataConfig:
     image_size: int = 256  # training crop, square
     load_size: int = 0  # short side (scale_width*: width) before the crop; 0 = image_size * 286/256
     # How a training image becomes what the networks see (the reference's --preprocess):
-    # resize_and_crop | crop | scale_width | scale_width_and_crop, see data.preprocess_image.
+    # resize_and_crop | crop | scale_width | scale_width_and_crop | none (whole images at their
+    # own size, batch size 1), see data.preprocess_image.
     preprocess: str = "resize_and_crop"
     flip: bool = True
     skip_bad_images: bool = False  # warn and count unreadable files instead of failing
@@ -64,7 +66,7 @@ class DataConfig:
 
     @property
     def resolved_load_size(self) -> int:
-        return self.load_size or round(self.image_size * 286 / 256)
+        return self.load_size or round(self.image_size * LOAD_TO_CROP_RATIO)
 
 
 @dataclass
@@ -211,13 +213,20 @@ class TrainConfig:
         return int(self.decay_start)
 
 
+# Held-out folders of the CycleGAN layout, first found wins: a validation split, else the test one.
+HELD_OUT_SPLITS = ("val", "test")
+
+
 @dataclass
 class EvalConfig:
-    """FID/KID of G_AB on held-out images during training; the best step is kept as best.pt."""
+    """FID/KID on held-out images during training, both directions: G_AB(held-out A) against
+    held-out B, and G_BA(held-out B) against held-out A. The best step is kept as best.pt."""
 
     every: int = 0  # steps between evaluations; 0 = never
-    domain_a: str = ""  # held-out A images to translate; "" = data.root/testA
-    domain_b: str = ""  # real B images to compare against; "" = data.root/testB
+    domain_a: str = ""  # held-out A images; "" = data.root/valA, else data.root/testA
+    domain_b: str = ""  # held-out B images; "" = data.root/valB, else data.root/testB
+    # Which FID decides best.pt: mean (of both directions), a2b (G_AB's) or b2a (G_BA's).
+    best: str = "mean"
     # TorchScript Inception (e.g. inception-2015-12-05-torchscript.pt); "" = torchmetrics'
     # Inception, which needs torch-fidelity and its downloaded weights.
     inception_weights: str = ""
@@ -226,6 +235,7 @@ class EvalConfig:
     batch_size: int = 16
 
     def validate(self) -> None:
+        from cyclestyle.metrics.options import BEST_BY
         from cyclestyle.metrics.resize import RESIZE_MODES
 
         _check(self.every >= 0, "eval.every", self.every, "an integer >= 0 (0 = off)")
@@ -233,24 +243,39 @@ class EvalConfig:
         _check(self.batch_size >= 1, "eval.batch_size", self.batch_size, "an integer >= 1")
         _check(self.resize in RESIZE_MODES, "eval.resize", self.resize, " / ".join(RESIZE_MODES),
                why="not a known resize mode")
+        _check(self.best in BEST_BY, "eval.best", self.best, " / ".join(BEST_BY),
+               why="not a direction of the held-out FID")
         if self.inception_weights:
             _check(Path(self.inception_weights).is_file(), "eval.inception_weights",
                    self.inception_weights, "an existing TorchScript file, or '' for torchmetrics'",
                    why="no such file")
 
-    def held_out_dirs(self, data: DataConfig) -> tuple[Path, Path]:
-        """(held-out A, real B); defaults to the CycleGAN layout's test split."""
-        dirs = []
-        for key, given, split in (("domain_a", self.domain_a, "testA"),
-                                  ("domain_b", self.domain_b, "testB")):
-            if not given and not data.root:
-                raise ConfigError(f"eval.{key}: required when eval.every > 0 and data.root is "
-                                  "not set (expected a folder of held-out images)")
-            folder = Path(given) if given else Path(data.root) / split
-            if not folder.is_dir():
-                raise ConfigError(f"eval.{key}: {folder} is not a folder of images")
-            dirs.append(folder)
-        return dirs[0], dirs[1]
+    def held_out_dirs(self, data: DataConfig, required: bool = True) -> tuple[Path, Path] | None:
+        """(held-out A, held-out B): eval.domain_a/b, else data.root's valA/valB, else its
+        testA/testB. Missing: a ConfigError naming the key, or None when not `required`."""
+        try:
+            return self._held_out_dir("a", data), self._held_out_dir("b", data)
+        except ConfigError:
+            if required:
+                raise
+            return None
+
+    def _held_out_dir(self, side: str, data: DataConfig) -> Path:
+        key, given = f"eval.domain_{side}", getattr(self, f"domain_{side}")
+        if given:
+            folder = Path(given)
+        elif data.root:
+            splits = [Path(data.root) / f"{split}{side.upper()}" for split in HELD_OUT_SPLITS]
+            folder = next((path for path in splits if path.is_dir()), None)
+            if folder is None:
+                raise ConfigError(f"{key}: not set and data.root {data.root} has no "
+                                  f"{' or '.join(p.name for p in splits)} folder of held-out images")
+        else:
+            raise ConfigError(f"{key}: required when eval.every > 0 and data.root is not set "
+                              "(expected a folder of held-out images)")
+        if not folder.is_dir():
+            raise ConfigError(f"{key}: {folder} is not a folder of images")
+        return folder
 
 
 @dataclass
@@ -273,10 +298,14 @@ class ExperimentConfig:
                 raise ConfigError(str(err)) from err
         if self.eval.every:
             self.eval.held_out_dirs(self.data)  # fail now, not after hours of training
-        _check(self.data.preprocess != "scale_width" or self.train.batch_size == 1,
+        # Whole images of different sizes cannot be stacked into one batch; grad_accum_steps
+        # gives the larger effective batch instead (size buckets would reorder the stream,
+        # which must stay a pure function of (seed, step) for exact resume).
+        _check(self.data.preprocess not in UNCROPPED_MODES or self.train.batch_size == 1,
                "data.preprocess", self.data.preprocess,
-               "train.batch_size=1 with it, or scale_width_and_crop / resize_and_crop / crop",
-               why=f"its images differ in height, so they cannot be batched "
+               "train.batch_size=1 with it (train.grad_accum_steps for a larger effective "
+               "batch), or a cropping mode: resize_and_crop / crop / scale_width_and_crop",
+               why=f"its images differ in size, so they cannot be batched "
                f"(train.batch_size={self.train.batch_size})")
         self._check_output_outside_data()
         self._check_networks_fit()
@@ -290,9 +319,9 @@ class ExperimentConfig:
         folders = [("data.domain_a", data.domain_a), ("data.domain_b", data.domain_b)]
         if data.root:  # the image folders are root/{split}A and root/{split}B, not root
             folders += [("data.root", root / f"{data.split}{d}") for d in "AB"]
-        if self.eval.every:
-            folders += [("eval.domain_a", self.eval.domain_a or data.root and root / "testA"),
-                        ("eval.domain_b", self.eval.domain_b or data.root and root / "testB")]
+        held_out = self.eval.held_out_dirs(data, required=False)  # also read for samples
+        if held_out:
+            folders += [("eval.domain_a", held_out[0]), ("eval.domain_b", held_out[1])]
         for key, folder in folders:
             images = Path(folder).expanduser().resolve() if folder else None
             _check(images is None or not output.is_relative_to(images), "output_dir",
@@ -371,9 +400,10 @@ def resolve_epochs(config: ExperimentConfig, dataset_size: int,
     As in the reference, an epoch is max(len(A), len(B)) images (`dataset_size`); one step
     consumes the effective batch, batch_size * world_size * grad_accum_steps images, so
     max_steps = ceil((epochs + decay_epochs) * N / batch) and decay_start = ceil(epochs * N /
-    batch). A max_steps or decay_start that differs from its default was set explicitly and
-    must agree (a ConfigError otherwise); an already resolved config therefore resolves to
-    itself, so calling this twice (CLI, then Trainer) is harmless. No epochs: unchanged.
+    batch). A max_steps or decay_start that was set (in the YAML or with --set; in a config
+    built in code: one that differs from its default) must agree, else a ConfigError; an
+    already resolved config therefore resolves to itself, so calling this twice (CLI, then
+    Trainer) is harmless. No epochs: unchanged.
     """
     tc = config.train
     if not (tc.epochs or tc.decay_epochs):
@@ -382,15 +412,16 @@ def resolve_epochs(config: ExperimentConfig, dataset_size: int,
     batch = tc.batch_size * world_size * tc.grad_accum_steps
     max_steps = math.ceil((tc.epochs + tc.decay_epochs) * dataset_size / batch)
     decay_start = math.ceil(tc.epochs * dataset_size / batch)
-    defaults = TrainConfig()
+    defaults, given = TrainConfig(), options.given_keys(tc)
     form = (f"train.epochs={tc.epochs} + train.decay_epochs={tc.decay_epochs} over {dataset_size} "
             f"images per epoch at an effective batch of {batch} (batch_size {tc.batch_size} x "
             f"{world_size} processes x grad_accum_steps {tc.grad_accum_steps})")
     for key, steps, default in (("max_steps", max_steps, defaults.max_steps),
                                 ("decay_start", decay_start, defaults.decay_start)):
-        given = getattr(tc, key)
-        given_step = tc.decay_start_step if key == "decay_start" else given
-        _check(given == default or given_step == steps, f"train.{key}", given,
+        value = getattr(tc, key)
+        value_step = tc.decay_start_step if key == "decay_start" else value
+        was_set = key in given if given is not None else value != default
+        _check(not was_set or value_step == steps, f"train.{key}", value,
                f"{steps} (what {form} give), or only one of the two forms",
                why="disagrees with train.epochs/decay_epochs")
     tc.max_steps, tc.decay_start = max_steps, float(decay_start)

@@ -21,13 +21,18 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from cyclestyle.imageio import (
     IMAGE_EXTENSIONS,
+    LOAD_TO_CROP_RATIO,
     ImageLoadError,
     find_images,
     load_image,
     pil_to_tensor,
     tensor_to_pil,
 )
-from cyclestyle.train.config import PREPROCESS_MODES  # one list, validated with the config
+from cyclestyle.train.config import (  # one list each, validated with the config
+    PREPROCESS_MODES,
+    UNCROPPED_MODES,
+)
+from cyclestyle.train.preprocess import crop_to_common_size, preprocess_image
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -35,6 +40,7 @@ __all__ = [
     "StepSampler",
     "UnpairedDataset",
     "build_dataloader",
+    "crop_to_common_size",
     "find_domain_images",
     "find_images",
     "load_image",
@@ -45,8 +51,6 @@ __all__ = [
     "tensor_to_pil",
 ]
 
-# CycleGAN resizes to 286 and crops 256; keep that ratio for other sizes.
-LOAD_TO_CROP_RATIO = 286 / 256
 
 
 def stable_seed(*parts: int | str) -> int:
@@ -63,9 +67,11 @@ class UnpairedDataset(Dataset):
 
     Domain A walks a fresh permutation of its files every len(A) samples (epoch k // len(A),
     seeded from (seed, "a", epoch)); domain B walks its own, independent permutations, so which
-    B image meets which A image changes every epoch. Each image is resized so its short side is
-    `load_size` (bicubic, antialiased; small images are upscaled), randomly cropped to
-    `image_size` and randomly flipped, using a generator seeded from (seed, k).
+    B image meets which A image changes every epoch. Each image is prepared by
+    `preprocess_image` (by default: resized so its short side is `load_size`, randomly cropped
+    to `image_size`) and randomly flipped, using a generator seeded from (seed, k). In the
+    uncropped modes (scale_width, none) the A and B images of one item are then cut to their
+    common size, so that they can share a batch inside the objective.
 
     `max_pixels` is the decompression-bomb limit per image (0 = none; None = the process-wide
     one, see `imageio.set_max_image_pixels`).
@@ -124,9 +130,16 @@ class UnpairedDataset(Dataset):
         draws = torch.rand(6, generator=generator).tolist()  # (crop y, crop x, flip) per domain
         img_a, path_a, skipped_a = self._load(k, "a")
         img_b, path_b, skipped_b = self._load(k, "b")
+        a, b = self._transform(img_a, *draws[:3]), self._transform(img_b, *draws[3:])
+        if self.preprocess in UNCROPPED_MODES:
+            # The objective batches A- and B-side tensors together (identity and VGG terms), so
+            # a step's two images share one size: each is cut to the smaller height and width,
+            # at the crop draws these modes leave unused.
+            a = crop_to_common_size([a, b], *draws[:2])[0]
+            b = crop_to_common_size([b, a], *draws[3:5])[0]
         return {
-            "a": self._transform(img_a, *draws[:3]),
-            "b": self._transform(img_b, *draws[3:]),
+            "a": a,
+            "b": b,
             "path_a": str(path_a),
             "path_b": str(path_b),
             "skipped": skipped_a + skipped_b,
@@ -169,61 +182,10 @@ class UnpairedDataset(Dataset):
     def _transform(self, img: Image.Image, u_y: float, u_x: float, u_flip: float) -> torch.Tensor:
         """`preprocess_image` with crop position (u_y, u_x) in [0, 1), flipped if u_flip < 0.5."""
         img = preprocess_image(img, self.preprocess, self.load_size, self.image_size, u_y, u_x)
-        tensor = pil_to_tensor(img)  # (3, H, W); H = W = image_size unless scale_width
+        tensor = pil_to_tensor(img)  # (3, H, W); H = W = image_size unless scale_width/none
         if self.flip and u_flip < 0.5:
             tensor = tensor.flip(-1)
         return tensor
-
-
-def preprocess_image(img: Image.Image, mode: str, load_size: int, crop_size: int,
-                     u_y: float = 0.5, u_x: float = 0.5) -> Image.Image:
-    """The image the networks see, for `data.preprocess` = mode (the reference's --preprocess).
-
-    Follows pytorch-CycleGAN-and-pix2pix's `data/base_dataset.py:get_transform`, except where
-    noted; resizing is bicubic, the crop's corner is (u_y, u_x) of the free range:
-    - resize_and_crop: the short side to load_size, keeping the aspect ratio, then a
-      crop_size square crop. (The reference squashes to load_size x load_size, distorting
-      non-square images; cyclestyle keeps its aspect-preserving resize, as before.)
-    - crop: a crop_size square at the original scale (the reference's RandomCrop). An image
-      smaller than crop_size is first upscaled so its short side is crop_size (the reference fails).
-    - scale_width: the width to load_size, the height by the aspect ratio but at least
-      crop_size (the reference's __scale_width); no crop, so heights differ: batch size 1.
-    - scale_width_and_crop: scale_width, then a crop_size square crop.
-    The reference's `none` (whole images, sides rounded to a multiple of 4) needs size buckets
-    or padding per batch and is not offered.
-    """
-    if mode == "resize_and_crop":
-        img = _resize_short_side(img, load_size)
-    elif mode == "crop":
-        img = _resize_short_side(img, crop_size) if min(img.size) < crop_size else img
-    elif mode in ("scale_width", "scale_width_and_crop"):
-        img = _scale_width(img, load_size, crop_size)
-        if mode == "scale_width":
-            return img
-    else:
-        raise ValueError(f"data.preprocess: {mode!r} is invalid: not a known mode; expected "
-                         + " / ".join(PREPROCESS_MODES))
-    width, height = img.size
-    top, left = int(u_y * (height - crop_size + 1)), int(u_x * (width - crop_size + 1))
-    return img.crop((left, top, left + crop_size, top + crop_size))
-
-
-def _resize_short_side(img: Image.Image, short: int) -> Image.Image:
-    width, height = img.size
-    if width <= height:
-        size = (short, max(short, round(height * short / width)))
-    else:
-        size = (max(short, round(width * short / height)), short)
-    return img.resize(size, Image.Resampling.BICUBIC)
-
-
-def _scale_width(img: Image.Image, width: int, min_height: int) -> Image.Image:
-    """The reference's __scale_width: width -> `width`, height int(max(width * h / w, min_height))."""
-    old_width, old_height = img.size
-    if old_width == width and old_height >= min_height:
-        return img
-    height = int(max(width * old_height / old_width, min_height))
-    return img.resize((width, height), Image.Resampling.BICUBIC)
 
 
 class StepSampler(Sampler[int]):

@@ -1,9 +1,10 @@
-"""What the trainer watches besides its losses: its output_dir, non-finite steps, held-out FID.
+"""What the trainer watches besides its losses: its output_dir, non-finite steps, held-out FID,
+and the trackers.
 
 Kept apart from `trainer.py` so the loop stays readable: `RunLock` keeps a second run out of an
-output_dir in use, `NonFiniteGuard` decides whether a step's update may be applied, and
+output_dir in use, `NonFiniteGuard` decides whether a step's update may be applied,
 `build_training_fid` turns the `eval` config section into a `cyclestyle.metrics.TrainingFID`
-hook.
+hook, and `init_tracker` / `log_images` feed wandb or TensorBoard.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from accelerate import Accelerator
+from PIL import Image
 from torch.nn.utils import get_total_norm
 
 from cyclestyle.options import ConfigError
@@ -135,12 +138,15 @@ def build_training_fid(config: ExperimentConfig, device: torch.device):
         return None
     from cyclestyle.metrics import TrainingFID
 
-    source_dir, real_dir = ec.held_out_dirs(config.data)
-    log.info("eval: FID/KID of G_AB(%s) against %s every %d steps", source_dir, real_dir, ec.every)
-    return TrainingFID(real_dir, source_dir, every=ec.every,
+    held_out_a, held_out_b = ec.held_out_dirs(config.data)
+    log.info("eval: FID/KID of G_AB(%s) against %s and of G_BA(%s) against %s every %d steps; "
+             "best.pt by the %s FID", held_out_a, held_out_b, held_out_b, held_out_a, ec.every,
+             ec.best)
+    return TrainingFID(held_out_a, held_out_b, every=ec.every,
                        extractor=ec.inception_weights or None, resize=ec.resize,
                        image_size=config.data.image_size, max_images=ec.max_images or None,
-                       batch_size=ec.batch_size, seed=config.train.seed, device=device)
+                       batch_size=ec.batch_size, seed=config.train.seed, device=device,
+                       best=ec.best)
 
 
 def init_tracker(accelerator: Accelerator, config: ExperimentConfig) -> None:
@@ -153,6 +159,19 @@ def init_tracker(accelerator: Accelerator, config: ExperimentConfig) -> None:
         log.warning("wandb: no WANDB_API_KEY; logging offline under %s", output_dir)
     accelerator.init_trackers(config.train.project, config=_flatten(config.to_dict()),
                               init_kwargs={"wandb": {"dir": str(output_dir)}})
+
+
+def log_images(accelerator: Accelerator, images: dict[str, Image.Image], step: int) -> None:
+    """Images (sample grids) to wandb/TensorBoard at `step`, beside that step's scalars.
+
+    accelerate's trackers take images in their own shapes: TensorBoard a batch array, wandb a
+    list of images per key."""
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            batches = {key: np.asarray(image.convert("RGB"))[None] for key, image in images.items()}
+            tracker.log_images(batches, step=step, dataformats="NHWC")  # (1, H, W, 3) uint8
+        elif tracker.name == "wandb":
+            tracker.log_images({key: [image] for key, image in images.items()}, step=step)
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -18,7 +18,10 @@ class ImagePool:
 
     def query(self, images: torch.Tensor) -> torch.Tensor:
         """Return a batch the size of `images`: each one is the new image, or with probability
-        1/2 (once the pool is full) a stored older one that the new image then replaces."""
+        1/2 (once the pool is full) a stored older one that the new image then replaces.
+
+        With whole-image training (batch size 1) an older image may differ in size from the new
+        one; the trainer crops real and fake to a common size before the discriminator."""
         if self.size == 0:
             return images
         out = []
@@ -38,8 +41,12 @@ class ImagePool:
         return torch.stack(out).to(images.dtype)
 
     def state_dict(self) -> dict:
-        stacked = torch.stack(self.images).cpu() if self.images else torch.empty(0)
-        return {"size": self.size, "images": stacked, "rng": self.generator.get_state()}
+        # Whole-image training (data.preprocess scale_width / none) keeps fakes of several sizes,
+        # which cannot be stacked: a list of tensors then (load_state_dict takes either).
+        sizes = {tuple(img.shape) for img in self.images}
+        images = ([img.cpu() for img in self.images] if len(sizes) > 1 else
+                  torch.stack(self.images).cpu() if self.images else torch.empty(0))
+        return {"size": self.size, "images": images, "rng": self.generator.get_state()}
 
     def load_state_dict(self, state: dict, device: torch.device | str = "cpu") -> None:
         self.size = state["size"]

@@ -1,9 +1,10 @@
 """`cyclestyle report RUN_DIR`: one self-contained page of a run (RUN_DIR/index.html).
 
-Inline SVG charts (no JavaScript, no server: it opens offline from the file system) of the
-losses and the held-out FID/KID over steps, the sample grids newest first with a step slider,
-the resolved config, throughput and precision. Reads only what a run writes: metrics.jsonl,
-config.yaml and samples/step_*.png.
+Inline SVG charts (no server: it opens offline from the file system) of the losses and the
+held-out FID and KID of both directions over steps, the sample grids (training stream and
+held-out) newest first with a step slider and as a strip, the resolved config, throughput and
+precision. Reads only what a run writes: metrics.jsonl, config.yaml, samples/step_*.png and
+samples/heldout_step_*.png.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from typing import Any
 
 from cyclestyle.atomic import write_text_atomic
 
-__all__ = ["LOSS_KEYS", "EVAL_KEYS", "write_report"]
+__all__ = ["FID_KEYS", "KID_KEYS", "LOSS_KEYS", "write_report"]
 
 LOSS_KEYS = ("g_total", "d_a", "d_b", "cycle")
-EVAL_KEYS = ("eval_fid", "eval_kid_mean")
+# Both directions and their mean; eval_fid is G_AB's FID in runs of cyclestyle < 0.2.
+FID_KEYS = ("eval_fid_a2b", "eval_fid_b2a", "eval_fid_mean", "eval_fid")
+KID_KEYS = ("eval_kid_a2b", "eval_kid_b2a", "eval_kid_mean")
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e")  # saturated: the browser test finds them
 WIDTH, HEIGHT, PAD = 520, 220, 40
 
@@ -32,12 +35,14 @@ def write_report(run_dir: str | Path) -> Path:
                                 "the output_dir of a training run")
     rows = _read_metrics(metrics_path)
     config = (run / "config.yaml").read_text() if (run / "config.yaml").is_file() else ""
-    samples = sorted((run / "samples").glob("step_*.png"), reverse=True)  # newest first
     body = [f"<h1>{html.escape(run.resolve().name)}</h1>", _summary(rows, config),
             '<div class="charts">',
             _chart("losses", "Training losses", rows, LOSS_KEYS),
-            _chart("eval", "Held-out FID / KID (G_AB)", rows, EVAL_KEYS),
-            "</div>", _samples(samples, run),
+            _chart("fid", "Held-out FID (lower is better)", rows, FID_KEYS),
+            _chart("kid", "Held-out KID (lower is better)", rows, KID_KEYS),
+            "</div>",
+            _samples(run, "step", "Samples: training images"),
+            _samples(run, "heldout_step", "Samples: held-out images"),
             f"<h2>Resolved config</h2><pre>{html.escape(config) or '(no config.yaml)'}</pre>"]
     path = run / "index.html"
     write_text_atomic(path, _PAGE.format(title=html.escape(run.name), body="\n".join(body)))
@@ -106,22 +111,26 @@ def _fmt(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, (int, float)) else "?"
 
 
-def _samples(samples: list[Path], run: Path) -> str:
-    """Newest grid large with a slider over the steps (a few lines of JS), then all as a strip."""
+def _samples(run: Path, prefix: str, title: str) -> str:
+    """The newest grid large with a slider over the steps (a few lines of JS), then all of them
+    as a strip; `prefix` names the files, samples/{prefix}_<step>.png."""
+    samples = sorted((run / "samples").glob(f"{prefix}_*.png"), reverse=True)  # newest first
     if not samples:
-        return "<h2>Samples</h2><p>no samples/step_*.png yet</p>"
+        return f"<h2>{title}</h2><p>no samples/{prefix}_*.png in this run</p>"
     links = [path.relative_to(run).as_posix() for path in samples]
-    steps = [int(path.stem.removeprefix("step_")) for path in samples]
+    steps = [int(path.stem.removeprefix(f"{prefix}_")) for path in samples]
     strip = "".join(f'<a href="{src}"><figure><img src="{src}" alt="step {step}" loading="lazy">'
                     f"<figcaption>step {step}</figcaption></figure></a>"
                     for src, step in zip(links, steps))
-    slider = (f'<input type="range" id="step" min="0" max="{len(links) - 1}" value="0" '
-              f'oninput="var s=SAMPLES[this.value];document.getElementById(\'big\').src=s[0];'
-              f'document.getElementById(\'bigstep\').textContent=\'step \'+s[1]">'
-              f'<span id="bigstep">step {steps[0]}</span><br>'
-              f'<img id="big" src="{links[0]}" alt="newest samples">'
-              f"<script>var SAMPLES={json.dumps(list(zip(links, steps)))};</script>")
-    return f'<h2>Samples (newest first)</h2>{slider}<div class="strip">{strip}</div>'
+    data, big, label = f"SAMPLES_{prefix}", f"{prefix}-big", f"{prefix}-step"
+    slider = (f'<input type="range" id="{prefix}-slider" min="0" max="{len(links) - 1}" '
+              f'value="0" oninput="var s={data}[this.value];'
+              f"document.getElementById('{big}').src=s[0];"
+              f"document.getElementById('{label}').textContent='step '+s[1]\">"
+              f'<span id="{label}">step {steps[0]}</span><br>'
+              f'<img id="{big}" class="big" src="{links[0]}" alt="newest samples">'
+              f"<script>var {data}={json.dumps(list(zip(links, steps)))};</script>")
+    return f'<h2>{title} (newest first)</h2>{slider}<div class="strip">{strip}</div>'
 
 
 _PAGE = """<!DOCTYPE html>
@@ -133,7 +142,7 @@ body {{ font-family: sans-serif; margin: 16px; background: #fff; color: #222; }}
 svg text {{ font-size: 11px; fill: #555; }}
 .summary th {{ text-align: left; padding-right: 12px; }}
 .strip {{ display: flex; overflow-x: auto; gap: 8px; }}
-.strip img {{ height: 160px; }} #big {{ max-width: 100%; }}
+.strip img {{ height: 160px; }} .big {{ max-width: 100%; }}
 figure {{ margin: 0; }} pre {{ background: #f6f6f6; padding: 8px; }}
 </style></head><body>
 {body}

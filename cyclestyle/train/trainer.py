@@ -20,7 +20,6 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import gather_object, set_seed
 from torch import nn
-from tqdm.auto import tqdm
 
 from cyclestyle import checkpoint as ckpt
 from cyclestyle.atomic import write_text_atomic
@@ -38,7 +37,12 @@ from cyclestyle.runtime import (
 )
 from cyclestyle.train.augment import diff_augment
 from cyclestyle.train.config import ExperimentConfig, resolve_epochs
-from cyclestyle.train.data import UnpairedDataset, build_dataloader, find_domain_images
+from cyclestyle.train.data import (
+    UnpairedDataset,
+    build_dataloader,
+    crop_to_common_size,
+    find_domain_images,
+)
 from cyclestyle.train.diagnostics import Diagnostics
 from cyclestyle.train.ema import ModelEMA
 from cyclestyle.train.losses import GANLoss, PerceptualLoss
@@ -48,6 +52,7 @@ from cyclestyle.train.monitor import (
     assert_finite_parameters,
     build_training_fid,
     init_tracker,
+    log_images,
 )
 from cyclestyle.train.objective import (
     contrastive_generator_losses,
@@ -55,8 +60,9 @@ from cyclestyle.train.objective import (
     generator_losses,
 )
 from cyclestyle.train.pool import ImagePool
+from cyclestyle.train.progress import TrainingProgress
 from cyclestyle.train.report import write_report
-from cyclestyle.train.samples import save_cycle_samples
+from cyclestyle.train.samples import SampleWriter
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +106,8 @@ class Trainer:
             log_with=None if tc.tracker == "none" else tc.tracker,
             project_dir=str(self.output_dir))
         acc = self.accelerator
+        self.progress = TrainingProgress(tc.progress and acc.is_local_main_process,
+                                         speak=acc.is_local_main_process)
         if acc.is_main_process:
             log.info("precision: %s", describe_precision(self.precision, self.precision_reason))
         if acc.device.type == "cpu":  # glibc otherwise re-faults the activations in every step
@@ -136,7 +144,10 @@ class Trainer:
         self.guard = NonFiniteGuard(acc, tc.max_bad_steps)
         self.diagnostics = Diagnostics(tc.log_every)
         # Held-out FID/KID is computed by the main process only; the others wait for it.
-        self.training_fid = build_training_fid(config, acc.device) if acc.is_main_process else None
+        with self.progress.status("reading held-out images and their features",
+                                  when=bool(config.eval.every)):
+            self.training_fid = (build_training_fid(config, acc.device) if acc.is_main_process
+                                 else None)
         if resume_state is not None:
             self._load_state(resume_state)
         present = self.nets.present()
@@ -148,7 +159,11 @@ class Trainer:
         self.ema = self._build_ema(resume_state)
         if tc.compile:
             self._compile()
-        self.dataset = self._build_dataset()
+        with self.progress.status("listing the training images"):
+            self.dataset = self._build_dataset()
+        self.samples = SampleWriter(self.output_dir, self.dataset,
+                                    config.eval.held_out_dirs(config.data, required=False),
+                                    config.data.image_size, acc.device)
 
     # --- set-up ------------------------------------------------------------------------------
 
@@ -344,6 +359,8 @@ class Trainer:
         lazy = lc.r1_gamma > 0 and self.step % lc.r1_every == 0
         r1_weight = lc.r1_gamma / 2 * lc.r1_every if lazy else 0.0
         augment = self._augment if self.config.train.diff_augment else None
+        if real.shape != fake.shape:  # whole-image modes: an older fake of another size
+            real, fake = crop_to_common_size([real, fake], *torch.rand(2).tolist())
         return discriminator_loss(d, real, fake, self.gan_loss, augment, r1_weight, parts)
 
     def train_step(self, micro_batches: list[dict[str, Any]]) -> tuple[dict[str, torch.Tensor], bool]:
@@ -449,15 +466,18 @@ class Trainer:
             num_workers=self.config.data.num_workers, rank=acc.process_index,
             world_size=acc.num_processes, seed=tc.seed, pin_memory=acc.device.type == "cuda")
         batches = iter(loader)
-        bar = tqdm(total=tc.max_steps, initial=self.step, disable=not (tc.progress and acc.is_local_main_process),
-                   desc="train", unit="step", dynamic_ncols=True)
+        self.progress.start(tc.max_steps, self.step,
+                            tc.batch_size * acc.num_processes * tc.grad_accum_steps)
         logs: dict[str, torch.Tensor] = {}
         last_path, t_log, steps_since_log, good_steps = None, time.perf_counter(), 0, 0
+        first_step = self.step
         with StopRequested() as stop:
             while self.step < tc.max_steps:
                 micro = [next(batches) for _ in range(tc.grad_accum_steps)]
                 self.skipped_images += sum(int(b["skipped"].sum()) for b in micro)
-                step_logs, ok = self.train_step(micro)
+                with self.progress.status("compiling (torch.compile) in the first step",
+                                          when=tc.compile and self.step == first_step):
+                    step_logs, ok = self.train_step(micro)
                 self.step += 1
                 self.guard.record(self.step, None if ok else step_logs, _batch_files(micro))
                 if ok:  # a skipped step's NaNs would poison the logged means
@@ -465,31 +485,35 @@ class Trainer:
                     for key, value in step_logs.items():
                         logs[key] = logs.get(key, 0) + value
                 steps_since_log += 1
-                bar.update(1)
+                self.progress.step()
                 if self.step % tc.log_every == 0 or self.step == tc.max_steps:
                     rate = steps_since_log / (time.perf_counter() - t_log)
-                    self._log_metrics({k: v / good_steps for k, v in logs.items()}, rate, bar)
+                    self._log_metrics({k: v / good_steps for k, v in logs.items()}, rate)
                     logs, t_log, steps_since_log, good_steps = {}, time.perf_counter(), 0, 0
                 if self.step % tc.sample_every == 0 or self.step == tc.max_steps:
-                    self.save_samples()
+                    with self.progress.status("sample grids"):
+                        self.save_samples()
                 if self.config.eval.every and self.step % self.config.eval.every == 0:
-                    self.evaluate()
+                    with self.progress.status("held-out FID/KID"):
+                        self.evaluate()
                 done = self.step == tc.max_steps
                 stopping = _any_process(acc, stop.signal)
                 if self.step % tc.checkpoint_every == 0 or done or stopping:
-                    last_path = self._checkpoint_unless_bad_streak() or last_path
+                    with self.progress.status("writing a checkpoint"):
+                        last_path = self._checkpoint_unless_bad_streak() or last_path
                 if stopping and not done:
-                    bar.close()
+                    self.progress.close()
                     self.stopped_by = stop.signal or "another process"
                     if acc.is_main_process:
                         log.warning("stopped by %s at step %d; checkpoint %s. Continue with --resume.",
                                     stop.signal or "another process", self.step, last_path)
                     break
-        bar.close()
+        self.progress.close()
         acc.end_training()
         if acc.is_main_process:
             try:
-                write_report(self.output_dir)  # index.html: curves, samples, config
+                with self.progress.status("writing the run page"):
+                    write_report(self.output_dir)  # index.html: curves, samples, config
             except (OSError, ValueError) as err:  # a page is not worth failing a run for
                 log.warning("could not write %s/index.html: %s", self.output_dir, err)
         return last_path
@@ -504,23 +528,25 @@ class Trainer:
         init_tracker(self.accelerator, self.config)
 
     def evaluate(self) -> dict[str, float]:
-        """Held-out FID/KID (main process); a new best FID is saved as checkpoints/best.pt."""
-        acc, scores = self.accelerator, {}
+        """Held-out FID/KID of both directions (main process); a new best of the FID chosen by
+        eval.best is saved as checkpoints/best.pt."""
+        acc, scores, best_by = self.accelerator, {}, self.config.eval.best
         if self.training_fid is not None:
-            scores = self.training_fid(self.generators_for_inference()[0], self.step)
+            scores = self.training_fid(*self.generators_for_inference(), self.step)
             self._append_metrics({"eval_" + k: v for k, v in scores.items()})
             acc.log({"eval_" + k: v for k, v in scores.items()}, step=self.step)
-        if _any_process(acc, True if scores.get("fid_is_best") else None):
+        if _any_process(acc, True if scores.get("is_best") else None):
             path = self.save_checkpoint(best=True)
             if path:
-                log.info("step %d: best held-out FID so far (%.3f): %s", self.step, scores["fid"], path)
+                log.info("step %d: best held-out FID (%s) so far (%.3f): %s", self.step, best_by,
+                         scores[f"fid_{best_by}"], path)
         return scores
 
     def _append_metrics(self, values: dict[str, Any]) -> None:
         with (self.output_dir / "metrics.jsonl").open("a") as f:
             f.write(json.dumps({"step": self.step, **values}) + "\n")
 
-    def _log_metrics(self, logs: dict[str, torch.Tensor], rate: float, bar: tqdm) -> None:
+    def _log_metrics(self, logs: dict[str, torch.Tensor], rate: float) -> None:
         # The only host-device sync of the loop: losses are read back when logged, not per step.
         acc = self.accelerator
         values = {k: acc.reduce(v.detach().float(), reduction="mean").item() for k, v in logs.items()}
@@ -531,28 +557,19 @@ class Trainer:
                    "unreadable_folders": self.unreadable_folders, "bad_steps": self.guard.total,
                    "precision": self.precision}
         if acc.is_main_process:
-            bar.set_postfix({k: f"{values[k]:.3f}" for k in ("g_total", "d_a", "d_b") if k in values})
+            self.progress.losses(values)
             self._append_metrics(values)
             self.diagnostics.check(self.step, values, self.config.train.max_steps)
         acc.log(values, step=self.step)
 
     @torch.no_grad()
-    def save_samples(self, count: int = 4) -> None:
+    def save_samples(self) -> None:
+        """Sample grids (training stream, held-out) to samples/ and to the trackers."""
         if not self.accelerator.is_main_process:
             return
-        items = [self.dataset[i] for i in range(count)]  # fixed stream indices: comparable across steps
-        real_a, real_b = (_stack_cropped([it[k] for it in items]).to(self.accelerator.device)
-                          for k in ("a", "b"))
-        g_ab, g_ba = self.generators_for_inference()
-        save_cycle_samples(g_ab, g_ba, real_a, real_b, self.accelerator.autocast(),
-                           self.output_dir / "samples" / f"step_{self.step:08d}.png")
-
-
-def _stack_cropped(images: list[torch.Tensor]) -> torch.Tensor:
-    """Stack (3, H, W) images, centre-cropped to the smallest H and W (scale_width crops vary)."""
-    h, w = min(x.shape[-2] for x in images), min(x.shape[-1] for x in images)
-    return torch.stack([x[..., (x.shape[-2] - h) // 2:][..., :h, (x.shape[-1] - w) // 2:][..., :w]
-                        for x in images])
+        grids = self.samples.write(*self.generators_for_inference(), self.step,
+                                   self.accelerator.autocast)
+        log_images(self.accelerator, grids, self.step)
 
 
 def _changes(real_a: torch.Tensor, real_b: torch.Tensor, fake_a: torch.Tensor | None,

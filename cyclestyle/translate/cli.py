@@ -112,7 +112,9 @@ def _distributed(device: str | None) -> tuple[int, int, object]:
 def run_translate(args: argparse.Namespace) -> int:
     from cyclestyle.runtime import retain_freed_memory
     from cyclestyle.translate.runner import plan_jobs, translate_files
-    from cyclestyle.translate.translator import Translator
+    from cyclestyle.translate.scale import resolve_sizes, warn_if_far_from_training_scale
+    from cyclestyle.translate.sources import load_model
+    from cyclestyle.translate.translator import Translator, scaled_size
 
     opts = dataclass_from_args(TranslateOptions, args).validate()
     retain_freed_memory()
@@ -124,10 +126,15 @@ def run_translate(args: argparse.Namespace) -> int:
     device = opts.device or (str(state.device) if state is not None else None)
     unreadable: list = []
     jobs = plan_jobs(opts.input, opts.output, opts.format, opts.allow_inside_input, unreadable)
-    translator = Translator.from_pretrained(
-        opts.checkpoint, opts.direction, opts.revision, device=device, precision=opts.precision,
-        tile=opts.tile, tile_overlap=opts.tile_overlap, size=opts.size, max_size=opts.max_size,
+    model = load_model(opts.checkpoint, opts.revision)
+    size, max_size = resolve_sizes(opts.size, opts.max_size, model.config, model.origin)
+    translator = Translator(
+        model.generator(opts.direction), device=device, precision=opts.precision,
+        tile=opts.tile, tile_overlap=opts.tile_overlap, size=size, max_size=max_size,
         batch_size=opts.batch_size)
+    if rank == 0:
+        warn_if_far_from_training_scale([job.source for job in jobs], model.config,
+                                        lambda w, h: scaled_size(w, h, size, max_size))
     summary = translate_files(translator, jobs, opts.skip_existing, opts.workers,
                               opts.max_pixels, opts.progress, rank, world,
                               overwrite=opts.overwrite)

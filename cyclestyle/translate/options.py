@@ -6,6 +6,7 @@ Field, flag (`tile_overlap` -> `--tile-overlap`), default and help come from the
 
 from __future__ import annotations
 
+import argparse
 import re
 from dataclasses import dataclass
 
@@ -31,6 +32,20 @@ MODEL_SOURCES = ("a training checkpoint (file or run folder), a release folder (
                  "pix2pix or CUT (latest_net_G_A.pth, or its folder)")
 
 
+TRAIN = "train"  # --size/--max-size: the training scale (cyclestyle.translate.scale)
+
+
+def size_or_train(text: str) -> int | str:
+    """argparse `type=` of --size/--max-size: a number of pixels, or 'train'."""
+    if text == TRAIN:
+        return TRAIN
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid: expected an integer number of "
+                                         f"pixels or {TRAIN}") from None
+
+
 @dataclass
 class TranslateOptions:
     checkpoint: str = option(help=MODEL_SOURCES)
@@ -42,9 +57,12 @@ class TranslateOptions:
     batch_size: int | None = option(None, help="images (or tiles) of equal size per forward "
                                     "pass (default: 1 on CPU, where larger batches measured "
                                     "slower, 4 on GPU)")
-    size: int | None = option(None, help="rescale so the long side is N pixels", metavar="N")
-    max_size: int | None = option(None, help="shrink images whose long side exceeds N",
-                                  metavar="N")
+    size: int | str | None = option(None, help="rescale so the long side is N pixels; 'train': "
+                                    "to the scale the model was trained at", metavar="N|train",
+                                    type=size_or_train)
+    max_size: int | str | None = option(None, help="shrink images whose long side exceeds N; "
+                                        "'train': those above the training scale",
+                                        metavar="N|train", type=size_or_train)
     tile: int | None = option(None, help="translate images larger than N pixels in NxN tiles, "
                               "blended (for images that do not fit in memory)", metavar="N")
     tile_overlap: int = option(64, help="pixels shared by neighbouring tiles")
@@ -71,8 +89,8 @@ class TranslateOptions:
         check(self.size is None or self.max_size is None, "--size", self.size,
               "given together with --max-size", "give one of them")
         for flag, value in (("--size", self.size), ("--max-size", self.max_size)):
-            check(value is None or value >= MIN_SIDE, flag, value, f"below {MIN_SIDE} pixels",
-                  f"expected an integer >= {MIN_SIDE}")
+            check(value in (None, TRAIN) or value >= MIN_SIDE, flag, value,
+                  f"below {MIN_SIDE} pixels", f"expected an integer >= {MIN_SIDE} or {TRAIN}")
         check(self.batch_size is None or self.batch_size >= 1, "--batch-size", self.batch_size,
               "below 1", "expected an integer >= 1")
         check(self.workers is None or self.workers >= 0, "--workers", self.workers, "below 0",

@@ -290,8 +290,12 @@ def pick_samples(folder: str | os.PathLike) -> list[Path]:
 
 def release_config(generator: nn.Module, training: dict[str, Any] | None = None,
                    reference: dict[str, Any] | None = None,
-                   image_size: int | None = None, weights: str = "trained") -> dict[str, Any]:
-    """config.json's content for generators like `generator` (directions are added on write)."""
+                   image_size: int | None = None, weights: str = "trained",
+                   training_scale: dict[str, Any] | None = None) -> dict[str, Any]:
+    """config.json's content for generators like `generator` (directions are added on write).
+
+    `training_scale`: the scale the images had when the generator saw them
+    (cyclestyle.translate.scale), for translate's warning and --size train."""
     config = {
         "format": RELEASE_FORMAT, "format_version": RELEASE_FORMAT_VERSION,
         "cyclestyle_version": __version__,
@@ -299,6 +303,7 @@ def release_config(generator: nn.Module, training: dict[str, Any] | None = None,
         "stride": int(generator.stride),
         "input": "float32 (N, 3, H, W) RGB, any H x W (padded to the stride and cropped back)",
         "pixel_range": PIXEL_RANGE, "image_size": image_size, "weights": weights,
+        "training_scale": training_scale,
     }
     if training is not None:
         config["training"] = training

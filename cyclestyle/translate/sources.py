@@ -41,6 +41,7 @@ from cyclestyle.translate.release import (
     release_config,
     training_summary,
 )
+from cyclestyle.translate.scale import training_scale
 
 # Reference run folders: CycleGAN saves both directions, pix2pix and CUT one generator.
 REFERENCE_PAIR = ("latest_net_G_A.pth", "latest_net_G_B.pth")
@@ -102,9 +103,11 @@ def _from_checkpoint_state(state: dict[str, Any]) -> LoadedModel:
     names = stored_generators(state, config)
     weights = {name: generator_weights(state, name) for name in names}
     generators = dict(zip(("a2b", "b2a"), generators_from_weights(config, weights, where)))
-    image_size = (state["config"].get("data") or {}).get("image_size")
-    described = release_config(generators["a2b"], training_summary(state), image_size=image_size,
-                               weights="ema" if uses_ema(state) else "trained")
+    data = state["config"].get("data") or {}
+    described = release_config(generators["a2b"], training_summary(state),
+                               image_size=data.get("image_size"),
+                               weights="ema" if uses_ema(state) else "trained",
+                               training_scale=training_scale(data))
     return LoadedModel(generators, described, where, state)
 
 
@@ -135,8 +138,10 @@ def _reference_files(files: dict[str, Path], origin: str, zoo_info: dict | None 
     generators = dict(zip(converted, networks))
     reference = {"implementation": first.implementation, "netG": first.netg,
                  "file": ", ".join(str(p) for p in files.values()), **(zoo_info or {})}
+    # The reference's default --preprocess is resize_and_crop, loading at 286 for 256 crops.
+    scale = training_scale({"image_size": image_size}) if image_size else None
     config = release_config(networks[0], reference=reference, image_size=image_size,
-                            weights="reference")
+                            weights="reference", training_scale=scale)
     return LoadedModel(generators, config, origin)
 
 

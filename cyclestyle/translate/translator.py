@@ -26,6 +26,7 @@ from cyclestyle.models.layers import instance_norms_as_group_norms
 from cyclestyle.options import invalid
 from cyclestyle.runtime import PRECISIONS, describe_precision, resolve_precision
 from cyclestyle.translate.options import DIRECTIONS, MIN_SIDE
+from cyclestyle.translate.scale import TrainingScale
 from cyclestyle.translate.tiling import check_tiling, tiled_apply
 
 log = logging.getLogger(__name__)
@@ -38,11 +39,14 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def scaled_size(width: int, height: int, size: int | None = None,
-                max_size: int | None = None) -> tuple[int, int]:
-    """(width, height) after rescaling the long side to `size`, or down to `max_size`."""
+def scaled_size(width: int, height: int, size: int | TrainingScale | None = None,
+                max_size: int | TrainingScale | None = None) -> tuple[int, int]:
+    """(width, height) after rescaling the long side to `size`, or down to `max_size`; a
+    TrainingScale instead rescales to the scale the generator was trained at."""
     if size is not None and max_size is not None:
         raise ValueError("give size or max_size, not both")
+    if isinstance(size or max_size, TrainingScale):  # --size train / --max-size train
+        return (size or max_size).rescaled(width, height, shrink_only=size is None)
     target = size if size is not None else max_size
     if target is None or (size is None and max(width, height) <= target):
         return width, height
