@@ -69,22 +69,27 @@ AS_REFERENCE = [
     "loss.lambda_perceptual=0", "loss.lambda_content=0",
     "train.pool_size=50", "train.lr=0.0002", "train.betas=[0.5, 0.999]",
 ]
-# None is the reference update itself. channels_last is left out: at batch 1 on CPU with
-# InstanceNorm it gives wrong gradients in this torch version (the trainer refuses it there).
+# None is the reference update itself. The -cl cases run channels_last, with InstanceNorm computed
+# as GroupNorm (plain channels_last InstanceNorm gives wrong gradients at batch 1 on CPU).
 COMPARE_CASES: dict[str, list[str] | None] = {
     "reference-fp32": None,
     "ours-fp32": ["train.precision=fp32"],
     "ours-bf16": ["train.precision=bf16"],
     "ours-compile-fp32": ["train.precision=fp32", "train.compile=true"],
     "ours-compile-bf16": ["train.precision=bf16", "train.compile=true"],
+    # channels_last on CPU: the trainer computes InstanceNorm as the equivalent GroupNorm, which
+    # keeps the layout and has the plain path's gradients (tests/test_improvements.py).
+    "ours-fp32-cl": ["train.precision=fp32", "train.channels_last=true"],
+    "ours-bf16-cl": ["train.precision=bf16", "train.channels_last=true"],
 }
 # A case name may end in "+mallopt": that worker first tells glibc to keep freed memory (see
 # keep_freed_memory), as a trainer could at start-up. The reference needs no such help.
 MALLOPT = "+mallopt"
-DEFAULT_COMPARE = ["reference-fp32", "ours-fp32", "ours-bf16", "ours-compile-fp32",
+DEFAULT_COMPARE = ["reference-fp32", "ours-fp32", "ours-fp32-cl", "ours-bf16", "ours-bf16-cl",
+                   "ours-compile-fp32",
                    "ours-compile-bf16", "reference-fp32+mallopt", "ours-fp32+mallopt",
                    "ours-compile-bf16+mallopt"]
-QUICK_COMPARE = ["reference-fp32", "ours-fp32", "ours-bf16", "ours-fp32+mallopt"]
+QUICK_COMPARE = ["reference-fp32", "ours-fp32", "ours-fp32-cl", "ours-bf16", "ours-fp32+mallopt"]
 COMPILED_WARMUP = 2  # the first compiled step compiles (~90 s on this CPU); the second is warm
 
 # The 2-process scaling run: the tiny config's networks (unet_attn base 8, 34k parameters per
@@ -421,7 +426,8 @@ def summarize(results: dict[str, dict]) -> list[dict]:
 
 
 def goals(results: list[dict]) -> dict:
-    """The issue's targets: best of ours >= 1.5x the reference's steps/s; ours fp32 >= 1x.
+    """The issues' targets: best of ours >= 1.5x the reference's steps/s; best fp32 case of ours
+    >= 1.5x (issue 14, where there is no bf16: on an AVX2 host, or with ATEN_CPU_CAPABILITY=avx2).
 
     Judged on the speedup paired within quiet rounds when there are at least 3 of them, else
     within all rounds: a burst of load slows the cases of one round about alike, but can move
@@ -432,12 +438,14 @@ def goals(results: list[dict]) -> dict:
     key = ("speedup_vs_reference_quiet" if fp32.get("quiet_rounds", 0) >= 3
            else "speedup_vs_reference_paired")
     ours = [r for r in results if r["case"].startswith("ours") and key in r]
-    if not ours or key not in fp32:
+    fp32_cases = [r for r in ours if "fp32" in r["case"]]
+    if not ours or not fp32_cases:
         return {}
     best = max(ours, key=lambda r: r[key])
+    best_fp32 = max(fp32_cases, key=lambda r: r[key])
     return {"judged_on": key, "best_case": best["case"], "best_speedup": best[key],
-            "best_at_least_1.5x": best[key] >= 1.5, "fp32_speedup": fp32[key],
-            "fp32_not_slower": fp32[key] >= 1.0}
+            "best_at_least_1.5x": best[key] >= 1.5, "best_fp32_case": best_fp32["case"],
+            "best_fp32_speedup": best_fp32[key], "best_fp32_at_least_1.5x": best_fp32[key] >= 1.5}
 
 
 # --- mode 3: 1 vs 2 CPU processes -----------------------------------------------------------------
@@ -578,7 +586,14 @@ def main() -> None:
     if args.scaling_worker:
         scaling_worker(args)
         return
-    report = {"torch": torch.__version__, "machine": platform.machine(), "cpu_count": os.cpu_count(),
+    from cyclestyle.runtime import cpu_has_native_bf16
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    print(f"host: cpu {capability}, native bf16: {cpu_has_native_bf16(capability)}, "
+          f"ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', '')!r}", file=sys.stderr)
+    report = {"cpu_capability": capability, "native_bf16": cpu_has_native_bf16(capability),
+              "emulated_capability": os.environ.get("ATEN_CPU_CAPABILITY") or None,
+              "torch": torch.__version__, "machine": platform.machine(), "cpu_count": os.cpu_count(),
               "date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(sys.argv[1:]),
               "load_average_at_start": os.getloadavg()}
     if args.compare_reference:

@@ -215,9 +215,11 @@ class Trainer:
         for name, net in self.nets.present().items():
             if name == "nce_heads":
                 continue  # linear layers on sampled patches: no image layout
-            if not channels_last_is_safe(net, device, batch):
-                # InstanceNorm's channels_last gradients are wrong on CPU at batch 1: compute
-                # the same normalisation as a GroupNorm, whose gradients are right (and faster).
+            if device.type == "cpu" or not channels_last_is_safe(net, device, batch):
+                # On CPU InstanceNorm copies channels_last tensors to contiguous and back, and at
+                # batch 1 its channels_last input gradients are wrong: compute the same
+                # normalisation as a GroupNorm, whose gradients are right and which keeps the
+                # layout (tests/test_improvements.py compares the gradients).
                 instance_norms_as_group_norms(net)
             net.to(memory_format=torch.channels_last)
         return True
