@@ -57,12 +57,15 @@ def update_signs(output_dir, init) -> torch.Tensor:
                       if v.is_floating_point()])
 
 
-def test_two_processes_are_one_job_over_different_images(image_dirs, tmp_path):
+@pytest.mark.parametrize("objective", ["cyclegan", "cut"])
+def test_two_processes_are_one_job_over_different_images(image_dirs, tmp_path, objective):
     """Step 1 with 2 processes x batch 1 must follow the gradient of both images, like one
     process with batch 2: DDP averaged two *different* samples. (Adam's first step moves each
-    weight by lr * sign(grad), so agreement of update signs compares the gradients.)"""
-    common = ["train.max_steps=1", "train.pool_size=0"]
-    train(image_dirs, tmp_path / "init", 1, "train.max_steps=1", "train.lr=1e-30")
+    weight by lr * sign(grad), so agreement of update signs compares the gradients.) CUT calls
+    G_AB's encoder outside its DDP wrapper: its gradients must be averaged all the same."""
+    common = ["train.max_steps=1", "train.pool_size=0", f"model.objective={objective}"]
+    train(image_dirs, tmp_path / "init", 1, "train.max_steps=1", "train.lr=1e-30",
+          f"model.objective={objective}")
     init = params(tmp_path / "init")
     train(image_dirs, tmp_path / "ddp", 2, *common, "train.batch_size=1")
     train(image_dirs, tmp_path / "big", 1, *common, "train.batch_size=2")
