@@ -120,6 +120,17 @@ def test_the_contrastive_objective_terms_and_weights(objective, weight, identity
     assert total.item() == pytest.approx(parts["nce"].item() + parts["g_adv"].item(), rel=1e-6)
 
 
+def test_the_content_term_compares_the_translation_with_its_source():
+    torch.manual_seed(0)
+    real_a, real_b = torch.rand(1, 3, 4, 4) - 0.5, torch.rand(1, 3, 4, 4) - 0.5
+    g = Shift()
+    distance = lambda x, y: (x - y).abs().mean()  # noqa: E731 - a stand-in for VGG
+    _, parts, _ = contrastive_generator_losses(
+        g, g.encode, MeanCritic(), AllPositions(), real_a, real_b,
+        LossConfig(lambda_content=2.0), "cut", GANLoss("lsgan"), perceptual=distance)
+    assert parts["content"].item() == pytest.approx(2.0 * 0.25, rel=1e-6)  # |G(A) - A| = 0.25
+
+
 def test_an_explicit_lambda_nce_overrides_the_objectives_own():
     assert LossConfig().nce_weight("cut") == 1.0 and LossConfig().nce_weight("fastcut") == 10.0
     assert LossConfig(lambda_nce=3.0).nce_weight("fastcut") == 3.0

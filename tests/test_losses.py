@@ -147,7 +147,9 @@ def test_loss_config_defaults_are_valid_and_fit_the_prefix_weights():
     assert cfg.lambda_identity * cfg.lambda_cycle == 5.0  # CycleGAN's effective identity weight
     names = vgg_layer_names()
     assert max(names.index(layer) for layer in cfg.perceptual_layers) <= names.index("relu3_1")
-    assert cfg.needs_vgg and not LossConfig(lambda_perceptual=0.0).needs_vgg
+    assert cfg.needs_vgg() and not LossConfig(lambda_perceptual=0.0).needs_vgg()
+    # No reconstruction in the one-way objectives: only the content term needs VGG there.
+    assert not cfg.needs_vgg("cut") and LossConfig(lambda_content=1.0).needs_vgg("fastcut")
 
 
 @pytest.mark.parametrize(

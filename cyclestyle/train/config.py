@@ -102,10 +102,11 @@ class LossConfig:
             return self.lambda_nce
         return 10.0 if objective == "fastcut" else 1.0
 
-    @property
-    def needs_vgg(self) -> bool:
-        """Whether any VGG-based term is switched on (else no VGG needs loading)."""
-        return self.lambda_perceptual > 0 or self.lambda_content > 0
+    def needs_vgg(self, objective: str = "cyclegan") -> bool:
+        """Whether any VGG-based term is switched on (else no VGG needs loading). The one-way
+        objectives have no reconstruction, so lambda_perceptual does not apply to them."""
+        cycle_perceptual = self.lambda_perceptual > 0 and objective == "cyclegan"
+        return cycle_perceptual or self.lambda_content > 0
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad key (e.g. `loss.gan_mode`) and what is valid."""

@@ -64,12 +64,15 @@ def contrastive_generator_losses(g_ab: nn.Module, encode: Callable[[Tensor], lis
                                  real_a: Tensor, real_b: Tensor, lc: LossConfig, objective: str,
                                  gan_loss: GANLoss,
                                  augment: Callable[[Tensor], Tensor] | None = None,
+                                 perceptual: nn.Module | None = None,
                                  ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
     """CUT / FastCUT (Park et al. 2020): G_AB and D_B only; returns (total, parts, fake_b).
 
     g_adv = GAN(D_B(G_AB(A)), real)
     nce   = λ_NCE PatchNCE(A, G_AB(A))                                        (fastcut)
     nce   = λ_NCE (PatchNCE(A, G_AB(A)) + PatchNCE(B, G_AB(B))) / 2           (cut)
+    content = λ_content VGG(G_AB(A), A)      (when λ_content > 0; there is no reconstruction
+                                              for the cycle-perceptual term)
 
     PatchNCE compares G_AB's encoder features of each source with those of its translation at
     the same sampled positions; the identity term keeps G_AB from changing what is already B.
@@ -91,6 +94,8 @@ def contrastive_generator_losses(g_ab: nn.Module, encode: Callable[[Tensor], lis
         nce = 0.5 * (nce + nce_b)
     parts = {"g_adv": gan_loss(d_b(seen(fake_b)), True, for_discriminator=False),
              "nce": lc.nce_weight(objective) * nce}
+    if lc.lambda_content > 0:
+        parts["content"] = lc.lambda_content * perceptual(fake_b.float(), real_a.float())
     return sum(parts.values()), parts, fake_b
 
 

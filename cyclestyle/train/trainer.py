@@ -225,8 +225,12 @@ class Trainer:
         return True
 
     def _build_perceptual(self) -> nn.Module:
-        lc = self.config.loss
-        if lc.lambda_perceptual == 0 and lc.lambda_content == 0:
+        lc, objective = self.config.loss, self.config.model.objective
+        if lc.lambda_perceptual > 0 and self.config.model.one_way:
+            log.warning("loss.lambda_perceptual=%s is unused: it weighs the cycle's "
+                        "reconstruction, and objective %s has none (loss.lambda_content compares "
+                        "each translation with its source)", lc.lambda_perceptual, objective)
+        if not lc.needs_vgg(objective):
             return nn.Identity()  # no VGG needed: don't ask for weights
         from cyclestyle.models.vgg import VGGFeatures
 
@@ -349,7 +353,7 @@ class Trainer:
         if self.config.model.one_way:
             total, parts, fake_b = contrastive_generator_losses(
                 n.g_ab, self._plain(n.g_ab).encode, self.d_b_plain, n.nce_heads, real_a, real_b,
-                self.config.loss, objective, self.gan_loss, augment)
+                self.config.loss, objective, self.gan_loss, augment, self.perceptual)
             return total, parts, None, fake_b
         return generator_losses(n.g_ab, n.g_ba, self.d_a_plain, self.d_b_plain, real_a, real_b,
                                 self.config.loss, self.gan_loss, self.perceptual, augment)
