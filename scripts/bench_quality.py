@@ -50,28 +50,33 @@ class Contender:
 
 
 def contenders(vgg_prefix: Path | None) -> dict[str, Contender]:
-    perceptual = ([f"loss.vgg_weights={vgg_prefix}", "loss.lambda_perceptual=1.0"]
-                  if vgg_prefix else [])
-    ema, aug, r1 = ["train.ema_decay=0.995"], ["train.diff_augment=[color,translation]"], [
+    """Ours is configs/demo.yaml; each other "ours" row changes one thing from it."""
+    content = ([f"loss.vgg_weights={vgg_prefix}", "loss.lambda_content=1.0"] if vgg_prefix else [])
+    ema, aug, r1 = ["train.ema_decay=0.995"], ["train.diff_augment=[translation,cutout]"], [
         "loss.r1_gamma=1.0"]
     table = {
         "reference": Contender("reference", reference_width=64,
                                note="ResNet-9, ngf 64, paper losses, batch 1 (11.4 M params)"),
         "reference-small": Contender("reference-small", reference_width=12,
                                      note="ResNet-9 at ngf 12: about our parameter count"),
-        "ours": Contender("ours", note="configs/demo.yaml: unet_attn, adversarial+cycle+identity"),
+        "ours": Contender("ours", note="configs/demo.yaml"),
+        "ours-cyclegan": Contender("ours-cyclegan", ["model.objective=cyclegan"],
+                                   note="the cycle objective (two generators) instead of CUT"),
         "ours-direct": Contender("ours-direct", ["model.generator_args.input_skip=false"],
-                                 note="ours without the input skip in the generator's head"),
+                                 note="no input skip in the generator's head"),
+        "ours-d-instancenorm": Contender(
+            "ours-d-instancenorm", ["model.discriminator_args.norm=instance",
+                                    "model.discriminator_args.spectral_norm=false"],
+            note="the reference discriminator's InstanceNorm instead of spectral norm"),
+        "ours+fastcut": Contender("ours+fastcut", ["model.objective=fastcut"]),
         "ours+ema": Contender("ours+ema", ema),
         "ours+diffaug": Contender("ours+diffaug", aug),
         "ours+r1": Contender("ours+r1", r1),
-        "ours+cut": Contender("ours+cut", ["model.objective=cut"],
-                              note="CUT: PatchNCE instead of the cycle, G_AB and D_B only"),
-        "ours+fastcut": Contender("ours+fastcut", ["model.objective=fastcut"]),
-        "ours+all": Contender("ours+all", ema + aug + r1 + perceptual),
+        "ours+all": Contender("ours+all", ema + aug + r1 + content),
     }
-    if perceptual:
-        table["ours+perceptual"] = Contender("ours+perceptual", perceptual)
+    if content:
+        table["ours+content"] = Contender("ours+content", content,
+                                          note="VGG distance between translation and source")
     return table
 
 
@@ -254,18 +259,14 @@ def score_photo2painting(task: Task, translated: list[np.ndarray], out: Path) ->
     return _flatten_metrics(results)
 
 
-def _flatten_metrics(results: dict) -> dict:
+def _flatten_metrics(results: dict, prefix: str = "") -> dict:
+    """Every number of evaluate's metrics as a dotted key: kid.mean_x1e3, style.gram.sum, ..."""
     flat = {}
     for name, value in results.get("metrics", results).items():
         if isinstance(value, dict):
-            for key in ("value", "mean", "std", "mean_x1e3", "std_x1e3", "n_fake", "n_real"):
-                if key in value and isinstance(value[key], (int, float)):
-                    flat[f"{name}.{key}"] = value[key]
-            for key, inner in value.items():
-                if isinstance(inner, dict) and isinstance(inner.get("mean"), (int, float)):
-                    flat[f"{name}.{key}"] = inner["mean"]
-        elif isinstance(value, (int, float)):
-            flat[name] = value
+            flat |= _flatten_metrics(value, f"{prefix}{name}.")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[f"{prefix}{name}"] = value
     return flat
 
 
@@ -280,6 +281,45 @@ def save_grid(task: Task, rows: dict[str, list[np.ndarray]], path: Path, count: 
     lines += [np.concatenate([cell(x) for x in images[:count]], axis=1) for images in rows.values()]
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.concatenate(lines, axis=0)).save(path)
+
+
+# --- the table ------------------------------------------------------------------------------
+
+COLUMNS = {"demo": [("psnr", "PSNR dB", 2), ("ssim", "SSIM", 3)],
+           "photo2painting": [("kid.mean_x1e3", "KID x1e3", 2), ("kid.std_x1e3", "± (std)", 2),
+                              ("fid.value", "FID", 1), ("style.gram.sum", "style Gram", 2),
+                              ("content.ssim", "content SSIM", 3)]}
+
+
+def markdown(report: dict) -> str:
+    """One table per task: each contender's scores (mean over seeds, ± their std where there
+    are several), steps, images seen and seconds."""
+    lines = [f"Host: cpu {report['host']['cpu_capability']}, {report['host']['threads']} threads, "
+             f"budget {report['budget_s']:.0f} s per contender and task.", ""]
+    for task, results in report["tasks"].items():
+        columns = COLUMNS.get(task, [])
+        lines += [f"**{task}**", "",
+                  "| contender | " + " | ".join(c[1] for c in columns) + " | seeds | steps | images seen | s |",
+                  "|---" * (len(columns) + 5) + "|"]
+        for name, result in results.items():
+            runs = result["runs"]
+            cells = [_cell([r.get(key) for r in runs], digits) for key, _, digits in columns]
+            info = [len(runs), _cell([r.get("steps") for r in runs], 0),
+                    _cell([r.get("images_seen") for r in runs], 0), _cell([r.get("seconds") for r in runs], 0)]
+            lines.append(f"| {name} | " + " | ".join(cells) + " | " + " | ".join(map(str, info)) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _cell(values: list, digits: int) -> str:
+    values = [v for v in values if isinstance(v, (int, float))]
+    if not values:
+        return ""
+    mean = sum(values) / len(values)
+    if len(values) == 1 or digits == 0:
+        return f"{mean:.{digits}f}"
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -304,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: seconds, tiny models")
     parser.add_argument("--grids", type=Path, help="folder for one sample grid per task")
     parser.add_argument("--out", type=Path, default=Path("bench_quality.json"))
+    parser.add_argument("--table", type=Path, help="also write the markdown tables here")
     args = parser.parse_args(argv)
     budget = 2.0 if args.quick else args.budget
     vgg = SHARED / "weights/vgg19_normalised_to_relu3_1.pth"
@@ -353,6 +394,10 @@ def main(argv: list[str] | None = None) -> int:
                 save_grid(task, grids, args.grids / f"quality_{task.name}.png")
     args.out.write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out}")
+    table = markdown(report)
+    print(table)
+    if args.table:
+        args.table.write_text(table)
     return 0
 
 
