@@ -1,5 +1,6 @@
-"""Whole folders of any-size images, fast and without losing anything (`cyclestyle translate`;
-the command line is in cyclestyle/translate/cli.py).
+"""Whole folders of any-size images and videos, fast and without losing anything (`cyclestyle
+translate`; the command line is in cyclestyle/translate/cli.py; videos are translated one by one
+by cyclestyle/translate/video.py, after the images).
 
 Pipeline: DataLoader workers (none on a 2-core CPU) decode and rescale images; the main process
 groups decoded images of equal size into batches (buckets) and hands them to `streams` threads
@@ -12,8 +13,9 @@ Safety: outputs never land inside the input tree unless asked (the folder given,
 folder, every listed file's folder), no output path may equal an input path, an output that
 already exists is left alone and reported unless `overwrite` (replace it) or `skip_existing`
 (count it as done, when it decodes) is asked, an interrupted run leaves only complete images
-(temp files are hidden `.NAME.*.tmp` and cleaned by the next run). An unreadable file or
-sub-folder is reported and skipped; the summary lists every failure.
+(temp files are hidden `.NAME.*.tmp` and cleaned by the next run; a video is renamed into
+place only when complete). An unreadable file or sub-folder is reported and skipped; the summary
+lists every failure.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ from cyclestyle.options import invalid
 from cyclestyle.runtime import StopRequested, available_cores
 from cyclestyle.translate.options import OUTPUT_FORMATS
 from cyclestyle.translate.translator import Translator, check_image_size, read_alpha, scaled_size
+from cyclestyle.translate.video import VideoSettings, translate_videos
 from cyclestyle.translate.writer import Writer
+from cyclestyle.videoio import VIDEO_EXTENSIONS, check_video, is_video
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +64,9 @@ class Job:
 
 @dataclass
 class Summary:
-    translated: int = 0
+    translated: int = 0  # images and videos
+    videos: int = 0  # of which videos
+    frames: int = 0  # video frames written
     skipped_existing: int = 0  # complete outputs kept as done (skip_existing)
     existing: list[str] = field(default_factory=list)  # outputs that existed: left alone
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
@@ -79,22 +85,25 @@ def list_inputs(input_path: str | os.PathLike, unreadable: list[Path] | None = N
                 ) -> tuple[list[Path], Path, list[Path]]:
     """(files, root the outputs mirror, the input folders outputs must stay out of).
 
-    `input_path` is an image, a folder (searched recursively; sub-folders that cannot be listed
-    are appended to `unreadable`) or a UTF-8 text file with one path per line (blank lines and
-    lines starting with '#' ignored; relative paths are relative to the list file's folder).
+    `input_path` is an image or a video, a folder (searched recursively for both; sub-folders
+    that cannot be listed are appended to `unreadable`) or a UTF-8 text file with one path per
+    line (blank lines and lines starting with '#' ignored; relative paths are relative to the
+    list file's folder).
     The input folders: the folder itself, an image's folder, or every listed image's folder.
     """
     path = Path(input_path).expanduser()
     if path.is_dir():
-        return find_images(path, unreadable), path, [path.resolve()]
+        found = find_images(path, unreadable, IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
+        return found, path, [path.resolve()]
     if not path.exists():
         raise FileNotFoundError(f"input {path} does not exist")
-    valid = (f"give an image ({', '.join(IMAGE_EXTENSIONS)}), a folder, or a UTF-8 text file "
-             "listing one image path per line")
+    valid = (f"give an image ({', '.join(IMAGE_EXTENSIONS)}), a video "
+             f"({', '.join(VIDEO_EXTENSIONS)}), a folder, or a UTF-8 text file listing one "
+             "path per line")
     if not path.is_file():
         raise invalid("--input", str(path), "not a file or folder (a pipe or a device?)", valid)
     suffix = path.suffix.lower()
-    if suffix in IMAGE_EXTENSIONS:
+    if suffix in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS:
         return [path], path.parent, [path.parent.resolve()]
     if suffix in Image.registered_extensions():  # an image format translate does not read
         raise invalid("--input", str(path), f"a {suffix} image, which translate does not read",
@@ -125,20 +134,29 @@ def _read_list(path: Path, valid: str) -> list[str]:
 
 
 def output_name(relative: Path, fmt: str) -> Path:
+    """The output's path for an input at `relative`: videos keep their container, images take
+    `fmt` (same: their own)."""
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt!r}; choose one of {', '.join(FORMATS)}")
-    return relative if fmt == "same" else relative.with_suffix("." + fmt)
+    return relative if fmt == "same" or is_video(relative) else relative.with_suffix("." + fmt)
 
 
 def plan_jobs(input_path: str | os.PathLike, output_dir: str | os.PathLike, fmt: str = "same",
               allow_inside_input: bool = False,
               unreadable: list[Path] | None = None) -> list[Job]:
-    """One Job per input image, with the safety checks; raises ValueError before any work.
+    """One Job per input image or video, with the safety checks; raises ValueError before any
+    work.
 
     No output may land in an input folder (the folder given, a file's folder, any listed
-    file's folder) unless `allow_inside_input`, and none may replace an input, ever.
-    Sub-folders of a folder input that cannot be listed are appended to `unreadable`.
+    file's folder) unless `allow_inside_input`, and none may replace an input, ever. One video
+    with an output named like a video (`--input clip.mp4 --output out.mp4`) is written to that
+    file, wherever it is. Sub-folders of a folder input that cannot be listed are appended to
+    `unreadable`.
     """
+    if is_video(input_path) and is_video(output_dir) and Path(input_path).is_file():
+        jobs = [Job(Path(input_path), Path(output_dir).expanduser().resolve())]
+        _check_no_overwrite(jobs)
+        return jobs
     files, root, input_dirs = list_inputs(input_path, unreadable)
     is_folder = Path(input_path).expanduser().is_dir()
     out = Path(output_dir).expanduser().resolve()
@@ -254,8 +272,10 @@ def _single(item: dict) -> dict:
 def translate_files(translator: Translator, jobs: list[Job], skip_existing: bool = False,
                     num_workers: int | None = None, max_pixels: int | None = None,
                     progress: bool = True, rank: int = 0, world_size: int = 1,
-                    streams: int | None = None, overwrite: bool = False) -> Summary:
-    """Translate `jobs[rank::world_size]`; failures are recorded, never raised.
+                    streams: int | None = None, overwrite: bool = False,
+                    video: VideoSettings | None = None) -> Summary:
+    """Translate `jobs[rank::world_size]`, images first, then videos (with `video`'s settings);
+    failures are recorded, never raised.
 
     An output that already exists is left alone and listed in `Summary.existing`, unless
     `overwrite` (replace it) or `skip_existing` (count it as done when it is a complete image;
@@ -272,10 +292,19 @@ def translate_files(translator: Translator, jobs: list[Job], skip_existing: bool
         log.info("rank %d of %d: %d of %d files", rank, world_size, len(mine), len(jobs))
     clean_stale_temp_files(mine)
     todo = mine if overwrite else _not_done(mine, summary, skip_existing, max_pixels)
-    if todo:
+    images = [job for job in todo if not is_video(job.source)]
+    if images:
         workers = default_workers(translator.device) if num_workers is None else num_workers
-        streams = streams or default_streams(translator.device, len(todo))
-        _run(translator, todo, summary, workers, streams, max_pixels, progress and rank == 0)
+        streams = streams or default_streams(translator.device, len(images))
+        _run(translator, images, summary, workers, streams, max_pixels, progress and rank == 0)
+    videos = [(job.source, job.target) for job in todo if is_video(job.source)]
+    if videos and not summary.interrupted:
+        run = translate_videos(translator, videos, video or VideoSettings(),
+                               progress and rank == 0)
+        summary.translated += run.videos
+        summary.videos, summary.frames = run.videos, run.frames
+        summary.failed += run.failed
+        summary.interrupted = run.interrupted
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -299,6 +328,8 @@ def _not_done(jobs: list[Job], summary: Summary, skip_existing: bool,
 
 def incomplete_output(path: Path, max_pixels: int | None = None) -> str | None:
     """Why an existing output cannot count as done, or None when it decodes completely."""
+    if is_video(path):
+        return check_video(path)
     try:
         if os.stat(path).st_size == 0:
             return "is empty (0 bytes)"
