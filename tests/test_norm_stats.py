@@ -188,6 +188,48 @@ def test_a_window_of_one_frame_is_per_frame_statistics():
         RunningStatistics(window=0)
 
 
+def run_pass(generator, frames, source, results, key):
+    try:
+        with torch.no_grad(), norm_statistics(source):
+            results[key] = generator(frames)
+    except RuntimeError as err:
+        results[key] = err
+
+
+def test_a_later_pass_started_first_waits_layer_by_layer_for_the_earlier_one():
+    """Passes on several threads (the video runner's streams) compute exactly what one after
+    another would: here the second pass even starts first and must wait at every layer."""
+    generator = small_generator("unet_attn")
+    frames = torch.rand(2, 3, 32, 32) * 2 - 1
+    sequential = RunningStatistics(window=3)
+    expected = {}
+    for t in range(2):
+        run_pass(generator, frames[t:t + 1], sequential.batch([t == 0]), expected, t)
+    running, results = RunningStatistics(window=3), {}
+    first, second = running.batch([True]), running.batch([False])
+    later = threading.Thread(target=run_pass, args=(generator, frames[1:], second, results, 1))
+    later.start()
+    later.join(timeout=0.2)
+    assert later.is_alive() and 1 not in results  # waiting for pass 0's first layer
+    run_pass(generator, frames[:1], first, results, 0)
+    later.join()
+    assert torch.equal(results[0], expected[0]) and torch.equal(results[1], expected[1])
+    assert not torch.allclose(results[1], generator(frames[1:]), atol=1e-3)  # not per-frame
+
+
+def test_a_failed_pass_releases_the_passes_waiting_for_it():
+    generator = small_generator("resnet")
+    running, results = RunningStatistics(window=3), {}
+    running.batch([True])  # taken, never run: its thread failed before starting
+    waiting = threading.Thread(target=run_pass, args=(
+        generator, torch.rand(1, 3, 32, 32), running.batch([False]), results, "late"))
+    waiting.start()
+    running.abort()
+    waiting.join(timeout=30)
+    assert isinstance(results["late"], RuntimeError)
+    assert "an earlier pass failed" in str(results["late"])
+
+
 # ---------------------------------------------------------------- pooled statistics
 
 

@@ -13,7 +13,7 @@ both:
 
     running = RunningStatistics(window=16)  # video: an exponential average over frames
     with norm_statistics(running.batch(scene_starts)):
-        out = generator(frames)  # (B, 3, H, W), consecutive frames
+        out = generator(frames)  # (B, 3, H, W), consecutive frames; the next batch continues
 
 Layers are keyed by call order within one forward pass, checked against module identity: a
 network calls its norm layers in the same order every time. `norm_statistics` covers exactly
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -52,10 +53,13 @@ class Moments:
 def own_moments(x: torch.Tensor, groups: int) -> Moments:
     """The statistics InstanceNorm (groups = C) or GroupNorm computes from `x` (B, C, H, W)."""
     values = x if x.dtype == torch.float32 else x.float()
-    # unflatten is a view in either memory format, so channels_last input is not copied.
-    grouped = values.unflatten(1, (groups, values.shape[1] // groups))  # (B, G, C/G, H, W)
-    var, mean = torch.var_mean(grouped, dim=(2, 3, 4), correction=0)
-    return Moments(mean, var)
+    batch, channels = values.shape[:2]
+    # torch's own group norm kernel returns the mean and 1/std it normalised with; it reads
+    # channels_last input in place, about 10x faster than var_mean over (H, W) there. Its
+    # normalised output is not used. eps = 0 gives the plain variance (1/inf^2 = 0 if flat).
+    _, mean, rstd = torch.native_group_norm(values, None, None, batch, channels,
+                                            values[0, 0].numel(), groups, 0.0)
+    return Moments(mean, rstd.pow(-2))
 
 
 def normalise(x: torch.Tensor, moments: Moments, groups: int, weight: torch.Tensor | None,
@@ -114,7 +118,7 @@ class FixedStatistics(StatisticsSource):
         return self.recorded[index][1]
 
 
-class RunningStatistics(StatisticsSource):
+class RunningStatistics:
     """An exponential average of each layer's statistics over consecutive frames.
 
     `window` frames is the average's time constant: each frame's own statistics enter with
@@ -122,44 +126,71 @@ class RunningStatistics(StatisticsSource):
     moments are averaged, so the variance used is that of all the frames' pixels pooled (it
     includes the spread of the means), as whole-image statistics pool tiles. The average restarts
     at a scene cut: a new shot's colours should not be normalised with the last shot's.
+
+    `batch(scene_starts)` hands out the source for the next forward pass, in frame order.
+    Passes may run at the same time on several threads: each layer of a pass waits until the
+    pass before has updated that layer, so two passes run one layer apart (a wavefront) and
+    compute exactly what one after the other would.
     """
 
-    def __init__(self, window: int = 16) -> None:
+    def __init__(self, window: int = 16, timeout: float = 600.0) -> None:
         if not isinstance(window, int) or window < 1:
             raise invalid("window", window, "not a positive integer",
                           "a number of frames >= 1 (1 = per-frame statistics)")
-        self.alpha = 2.0 / (window + 1)
+        self.alpha, self.timeout = 2.0 / (window + 1), timeout
         self.state: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # index -> (mean, E[x^2])
-        self.starts: list[bool] = []
+        self.turn: dict[int, int] = {}  # index -> passes that have updated that layer
+        self.passes, self.failed = 0, False
+        self.changed = threading.Condition()
 
-    def batch(self, scene_starts: Sequence[bool]) -> RunningStatistics:
-        """Set up the next forward pass: frame b of its batch starts a new scene (or the video)
-        when scene_starts[b]."""
-        self.starts = list(scene_starts)
-        return self
+    def batch(self, scene_starts: Sequence[bool]) -> StatisticsSource:
+        """The source of the next pass over consecutive frames; frame b of its batch starts a
+        new scene (or the video) when scene_starts[b]."""
+        ticket, self.passes = self.passes, self.passes + 1
+        return _RunningPass(self, ticket, list(scene_starts))
 
-    def reset(self) -> None:
-        self.state.clear()
+    def abort(self) -> None:
+        """A pass failed: wake the passes waiting for it, which then fail too."""
+        with self.changed:
+            self.failed = True
+            self.changed.notify_all()
+
+    def update(self, index: int, ticket: int, own: Moments, starts: list[bool]) -> Moments:
+        """Pass `ticket`'s statistics at layer `index`, once the pass before has updated it."""
+        with self.changed:
+            ready = self.changed.wait_for(
+                lambda: self.failed or self.turn.get(index, 0) == ticket, self.timeout)
+            if self.failed or not ready:
+                raise RuntimeError("running statistics: an earlier pass failed or stalled")
+            mean, square = self.state.get(index, (None, None))
+            means, squares = [], []
+            for b in range(len(starts)):  # frames in time order: each builds on the last
+                own_square = own.var[b] + own.mean[b] ** 2
+                if mean is None or starts[b]:
+                    mean, square = own.mean[b], own_square
+                else:
+                    mean = torch.lerp(mean, own.mean[b], self.alpha)
+                    square = torch.lerp(square, own_square, self.alpha)
+                means.append(mean)
+                squares.append(square)
+            self.state[index], self.turn[index] = (mean, square), ticket + 1
+            self.changed.notify_all()
+        mean_b, square_b = torch.stack(means), torch.stack(squares)  # (B, G)
+        return Moments(mean_b, (square_b - mean_b**2).clamp_(min=0))
+
+
+class _RunningPass(StatisticsSource):
+    """One forward pass's view of a RunningStatistics."""
+
+    def __init__(self, running: RunningStatistics, ticket: int, starts: list[bool]) -> None:
+        self.running, self.ticket, self.starts = running, ticket, starts
 
     def moments(self, index: int, layer: nn.Module, x: torch.Tensor, groups: int) -> Moments:
-        own = own_moments(x, groups)
         if len(self.starts) != x.shape[0]:
             raise RuntimeError(f"{x.shape[0]} frames in this pass but {len(self.starts)} "
                                "scene flags were given (RunningStatistics.batch)")
-        means, squares = [], []
-        mean, square = self.state.get(index, (None, None))
-        for b in range(x.shape[0]):  # frames in time order: each average builds on the last
-            own_square = own.var[b] + own.mean[b] ** 2
-            if mean is None or self.starts[b]:
-                mean, square = own.mean[b], own_square
-            else:
-                mean = torch.lerp(mean, own.mean[b], self.alpha)
-                square = torch.lerp(square, own_square, self.alpha)
-            means.append(mean)
-            squares.append(square)
-        self.state[index] = (mean, square)
-        mean_b, square_b = torch.stack(means), torch.stack(squares)  # (B, G)
-        return Moments(mean_b, (square_b - mean_b**2).clamp_(min=0))
+        own = own_moments(x, groups)  # outside the lock: passes compute in parallel
+        return self.running.update(index, self.ticket, own, self.starts)
 
 
 class PooledStatistics(StatisticsSource):
