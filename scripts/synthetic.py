@@ -24,10 +24,10 @@ def write_images(folder: Path, count: int, seed: int, sizes=((40, 48), (36, 36),
 
 
 def write_clip(path: Path, frames, rate=30, audio: bool = True, rotation: int = 0,
-               codec: str = "libx264") -> Path:
+               codec: str = "libx264", options: dict | None = None) -> Path:
     """A video of `frames` ((H, W, 3) uint8 arrays) written with PyAV directly (not through
-    cyclestyle), with a sine-tone AAC track of the same length when `audio`, and a display
-    rotation when `rotation` (degrees counter-clockwise)."""
+    cyclestyle), with a sine-tone AAC track of the same length when `audio`, a display
+    rotation when `rotation` (degrees counter-clockwise), encoder `options` (e.g. crf)."""
     from fractions import Fraction
 
     import av
@@ -36,7 +36,7 @@ def write_clip(path: Path, frames, rate=30, audio: bool = True, rotation: int = 
     frames = list(frames)
     height, width = frames[0].shape[:2]
     with av.open(str(path), "w") as container:
-        video = container.add_stream(codec, rate=Fraction(rate))
+        video = container.add_stream(codec, rate=Fraction(rate), options=options or {})
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         if rotation:
             video.set_display_rotation(rotation)

@@ -27,7 +27,6 @@ from cyclestyle.models.layers import check_statistics_supported, instance_norms_
 from cyclestyle.models.norm_stats import (
     FixedStatistics,
     RecordStatistics,
-    RunningStatistics,
     StatisticsSource,
     norm_statistics,
 )
@@ -144,9 +143,11 @@ class Translator:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def _forward(self, batch: torch.Tensor, stats: StatisticsSource | None = None,
+    def forward(self, batch: torch.Tensor, stats: StatisticsSource | None = None,
                  ) -> torch.Tensor:
-        """The generator on `batch`, its norms given statistics by `stats` (default: their own)."""
+        """The generator on a prepared `batch` (N, 3, H, W) in [-1, 1], in the translator's
+        layout and precision, its norms given statistics by `stats` (default: their own); no
+        tiling, no clamping. Call it under torch.inference_mode()."""
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         supplied = contextlib.nullcontext() if stats is None else norm_statistics(stats)
@@ -155,12 +156,12 @@ class Translator:
 
     def _tiles_agree(self, image: torch.Tensor) -> torch.Tensor:
         """(1, 3, H, W) translated in tiles normalised with whole-image statistics."""
-        stats = image_statistics(self._forward, image, self.tile, self.tile_overlap,
+        stats = image_statistics(self.forward, image, self.tile, self.tile_overlap,
                                  self.tile_calibration, self.batch_size)
         return self._tiled(image, FixedStatistics(stats))
 
     def _tiled(self, images: torch.Tensor, stats: StatisticsSource | None) -> torch.Tensor:
-        return tiled_apply(lambda batch: self._forward(batch, stats), images, self.tile,
+        return tiled_apply(lambda batch: self.forward(batch, stats), images, self.tile,
                            self.tile_overlap, max_batch=self.batch_size)
 
     def _needs_tiles(self, images: torch.Tensor) -> bool:
@@ -177,7 +178,7 @@ class Translator:
         check_image_size(images.shape[3], images.shape[2])
         images = images.to(self.device, torch.float32)
         if not self._needs_tiles(images):
-            out = torch.cat([self._forward(chunk) for chunk in images.split(self.batch_size)])
+            out = torch.cat([self.forward(chunk) for chunk in images.split(self.batch_size)])
         elif self.tile_stats == "tile":
             out = self._tiled(images, None)
         else:
@@ -185,22 +186,22 @@ class Translator:
         return out.clamp_(-1, 1)
 
     @torch.inference_mode()
-    def translate_frames(self, frames: torch.Tensor, scene_starts: list[bool],
-                         running: RunningStatistics | None) -> torch.Tensor:
-        """Consecutive video frames (B, 3, H, W) in [-1, 1], as one pass, with statistics
-        averaged over frames by `running` (None: each frame's own); scene_starts[b] restarts
-        the average at frame b. Frames larger than `tile` go in tiles, each frame normalised
-        with its statistics from a downscaled pass (no calibration)."""
+    def translate_frames(self, frames: torch.Tensor,
+                         stats: StatisticsSource | None = None) -> torch.Tensor:
+        """Consecutive video frames (B, 3, H, W) in [-1, 1] as one pass, normalised with
+        `stats` (a `RunningStatistics.batch`; None: each frame's own statistics). Frames larger
+        than `tile` go in tiles, each normalised with its frame's statistics from one pass over
+        the downscaled frames (no calibration)."""
         frames = frames.to(self.device, torch.float32)
-        if running is None:
+        if stats is None:
             return self.translate_tensor(frames)
         if not self._needs_tiles(frames):
-            return self._forward(frames, running.batch(scene_starts)).clamp_(-1, 1)
-        out = []
-        for frame, start in zip(frames, scene_starts):
-            record = RecordStatistics(running.batch([start]))
-            self._forward(downscale_to_tile(frame[None], self.tile), record)
-            out.append(self._tiled(frame[None], FixedStatistics(record.recorded)))
+            return self.forward(frames, stats).clamp_(-1, 1)
+        record = RecordStatistics(stats)
+        self.forward(downscale_to_tile(frames, self.tile), record)
+        out = [self._tiled(frame[None], FixedStatistics(
+            [(layer, moments.select(b)) for layer, moments in record.recorded]))
+            for b, frame in enumerate(frames)]
         return torch.cat(out).clamp_(-1, 1)
 
     def prepare(self, image: Image.Image) -> Image.Image:

@@ -1,17 +1,18 @@
 """Translate videos: `cyclestyle translate clip.mp4 --output out.mp4`, and the videos of a folder
 run (cyclestyle/translate/runner.py hands them here one by one).
 
-Pipeline: a thread decodes frames (cyclestyle/videoio.py), the calling thread translates
-batches of consecutive frames (`Translator.batch_size`: 1 on CPU, 4 on GPU), and a second
-thread encodes them and copies the audio packets. PyAV releases the GIL while it decodes,
-converts and encodes, so the three overlap; the queues between them are short, so memory does
-not grow with the video's length.
+Pipeline: a thread decodes frames (cyclestyle/videoio.py); batches of consecutive frames
+(`Translator.batch_size`: 1 on CPU, 4 on GPU) are translated on `default_video_streams` threads
+(on CPU, two single-threaded passes side by side beat one two-threaded pass); a last thread
+encodes them in order and copies the audio packets. PyAV releases the GIL while it decodes,
+converts and encodes, so all of it overlaps; the queues between the stages are short, so memory
+does not grow with the video's length.
 
 Temporal consistency: InstanceNorm normalises each frame with its own statistics, and small
 changes between frames (sensor noise, a person walking in) shift them, so colours flicker. By
 default each norm layer uses an exponential average of its statistics over recent frames
-(`RunningStatistics`, time constant `window` frames), restarted at scene cuts: a frame whose
-32x32 grey thumbnail differs from the previous one by more than `SCENE_CUT_LEVELS` on average.
+(`RunningStatistics`, time constant `window` frames), restarted at scene cuts: a frame where
+most of a 32x32 grey thumbnail changed (`SceneCuts`).
 `cyclestyle evaluate --video` measures the result (the flicker ratio).
 
 A frame stored sideways (a display rotation in the file) is turned upright for the generator
@@ -25,7 +26,9 @@ import contextlib
 import logging
 import queue
 import threading
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,10 +44,13 @@ from cyclestyle.videoio import Frame, VideoError, VideoReader, VideoWriter
 
 log = logging.getLogger(__name__)
 
-# Mean absolute difference of consecutive 32x32 grey thumbnails, in 8-bit levels, above which a
-# frame starts a new scene. Within a shot, thumbnails (averages over 1/1000 of the frame each)
-# move by a few levels even in fast pans; a cut to another shot moves them by tens.
-SCENE_CUT_LEVELS = 30.0
+# A frame starts a new scene when more than SCENE_CUT_SHARE of its 32x32 grey thumbnail's cells
+# changed by more than SCENE_CUT_LEVELS (8-bit levels) since the previous frame. A cut to
+# another shot changes nearly every cell; within a shot, a lamp switching or a person walking
+# in changes a minority, and sensor noise almost none (each cell averages 1/1000 of the frame).
+# Such local changes are exactly what the running average should smooth over, not reset on.
+SCENE_CUT_LEVELS = 24.0
+SCENE_CUT_SHARE = 0.5
 THUMBNAIL = 32
 QUEUE_BATCHES = 2  # batches waiting between decoder, generator and encoder
 
@@ -94,8 +100,8 @@ def translate_videos(translator: Translator, jobs: list[tuple[Path, Path]],
 class SceneCuts:
     """Flags the frames that start a new scene (the first frame of the video is one)."""
 
-    def __init__(self, threshold: float = SCENE_CUT_LEVELS) -> None:
-        self.threshold, self.previous = threshold, None
+    def __init__(self, levels: float = SCENE_CUT_LEVELS, share: float = SCENE_CUT_SHARE) -> None:
+        self.levels, self.share, self.previous = levels, share, None
 
     def starts(self, frames: torch.Tensor) -> list[bool]:
         """`frames` (B, 3, H, W) uint8, consecutive; one flag per frame."""
@@ -103,8 +109,9 @@ class SceneCuts:
         thumbnails = F.adaptive_avg_pool2d(grey, THUMBNAIL)[:, 0]  # (B, 32, 32)
         flags = []
         for thumbnail in thumbnails:
-            flags.append(self.previous is None
-                         or (thumbnail - self.previous).abs().mean().item() > self.threshold)
+            changed = None if self.previous is None else (
+                (thumbnail - self.previous).abs() > self.levels).float().mean().item()
+            flags.append(changed is None or changed > self.share)
             self.previous = thumbnail
         return flags
 
@@ -122,26 +129,33 @@ def translate_video(translator: Translator, source: Path, target: Path,
     settings = settings or VideoSettings()
     if settings.stats not in VIDEO_STATS:
         raise ValueError(f"video stats {settings.stats!r}; choose one of {VIDEO_STATS}")
-    with VideoReader(source) as reader:
+    with VideoReader(source) as reader, tqdm(total=reader.frames or None, unit="frame",
+                                             desc=source.name, disable=not progress,
+                                             dynamic_ncols=True, leave=False) as bar:
         size = _output_size(translator, reader.width, reader.height, source)
         running = RunningStatistics(settings.window) if settings.stats == "running" else None
-        bar = tqdm(total=reader.frames or None, unit="frame", desc=source.name,
-                   disable=not progress, dynamic_ncols=True, leave=False)
-        decoded = _prefetch(reader.items(), QUEUE_BATCHES * translator.batch_size + 8)
         frames = _FrameBatches(translator, reader, size, running)
-        # Exits in reverse: the encoder finishes, the file is kept (or removed), and the decoding
-        # thread stops before the reader's file is closed under it.
+        decoded = _prefetch(reader.items(), QUEUE_BATCHES * translator.batch_size + 8)
+        # Exits in reverse: the generator threads finish, the encoder finishes, the file is kept
+        # (or removed), and the decoding thread stops before the reader's file is closed.
         with contextlib.closing(decoded), VideoWriter(target, reader, *size) as writer, \
-                _Encoder(writer, bar) as encoder:
+                _Encoder(writer, bar) as encoder, _Streams(frames) as streams:
             for batch, audio in frames.batches(decoded):
                 for packet in audio:
                     encoder.put(("audio", packet))
-                if batch:
-                    encoder.put(("frames", frames.translate(batch)))
+                for translated in streams.submit(batch):
+                    encoder.put(("frames", translated))
                 if stop is not None and stop.signal:
                     raise Interrupted(str(target))
-        bar.close()
+            for translated in streams.drain():
+                encoder.put(("frames", translated))
     return writer.frames_written
+
+
+def default_video_streams(device: torch.device) -> int:
+    """Batches of frames translated at once: on CPU one per core up to 2, each single-threaded
+    (with running statistics they run one layer apart, see RunningStatistics); 1 on GPU."""
+    return 1 if device.type != "cpu" else max(1, min(2, torch.get_num_threads()))
 
 
 def _output_size(translator: Translator, width: int, height: int,
@@ -176,12 +190,17 @@ class _FrameBatches:
                 audio.append(item)
         yield frames, audio
 
-    def translate(self, frames: list[Frame]) -> list[tuple[Any, int | None]]:
-        """[(H, W, 3) uint8 translated pixels, pts] for consecutive `frames`."""
-        device = self.translator.device
+    def prepare(self, frames: list[Frame]) -> tuple[list[Frame], torch.Tensor, Any]:
+        """In frame order, on the calling thread: the pixels (B, 3, H, W) uint8 on the device,
+        and the statistics of this pass (scene cuts found, running average's turn taken)."""
         pixels = torch.stack([torch.from_numpy(f.pixels) for f in frames]).permute(0, 3, 1, 2)
-        pixels = pixels.to(device, non_blocking=True)  # (B, 3, H, W) uint8, as stored
+        pixels = pixels.to(self.translator.device, non_blocking=True)
         starts = self.cuts.starts(pixels)
+        return frames, pixels, None if self.running is None else self.running.batch(starts)
+
+    def run(self, job: tuple[list[Frame], torch.Tensor, Any]) -> list[tuple[Any, int | None]]:
+        """[(H, W, 3) uint8 translated pixels, pts] for a prepared batch (any thread)."""
+        frames, pixels, stats = job
         images = from_uint8(pixels)
         width, height = self.size
         if images.shape[-2:] != (height, width):
@@ -189,9 +208,46 @@ class _FrameBatches:
                                    antialias=True, align_corners=False)
         # Upright for the generator (rotation is counter-clockwise), stored orientation after.
         upright = torch.rot90(images, self.turns, dims=(-2, -1))
-        out = self.translator.translate_frames(upright, starts, self.running)
+        out = self.translator.translate_frames(upright, stats)
         out = to_uint8(torch.rot90(out, -self.turns, dims=(-2, -1))).cpu().numpy()  # (B, H, W, 3)
         return [(image, frame.pts) for image, frame in zip(out, frames)]
+
+
+class _Streams:
+    """Translates prepared batches on `default_video_streams` threads, each with its share of
+    torch's threads; results come back in submission order."""
+
+    def __init__(self, frames: _FrameBatches) -> None:
+        self.frames = frames
+        self.count = default_video_streams(frames.translator.device)
+        self.pending: deque[Future] = deque()
+
+    def submit(self, batch: list[Frame]) -> Iterator[list]:
+        """Start `batch` (if any frames); yield the results that must be collected to keep at
+        most `count` batches running."""
+        if batch:
+            job = self.frames.prepare(batch)
+            self.pending.append(self.pool.submit(self.frames.run, job))
+        while len(self.pending) > self.count:
+            yield self.pending.popleft().result()
+
+    def drain(self) -> Iterator[list]:
+        while self.pending:
+            yield self.pending.popleft().result()
+
+    def __enter__(self) -> _Streams:
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, self.threads // self.count))
+        self.pool = ThreadPoolExecutor(self.count, thread_name_prefix="cyclestyle-video")
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        try:
+            if exc_type is not None and self.frames.running is not None:
+                self.frames.running.abort()  # passes waiting on a failed one fail too
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            torch.set_num_threads(self.threads)
 
 
 def _prefetch(items: Iterable, depth: int) -> Iterator:
