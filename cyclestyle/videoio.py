@@ -186,6 +186,7 @@ class VideoWriter:
             self.container = av.open(str(temp), "w", format=CONTAINERS[suffix])
             self.video = self._video_stream(reader, width or reader.width,
                                             height or reader.height)
+            self.frame_duration = 1 / (reader.rate * reader.time_base)  # in time-base units
             self.audio = self._audio_stream(reader)
         except BaseException as err:
             self._abort(err)
@@ -219,7 +220,7 @@ class VideoWriter:
         """Encode (H, W, 3) uint8 RGB `pixels` shown at `pts` (reader time base)."""
         av = _av()
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
-        frame.pts = pts if pts is not None else self.frames_written
+        frame.pts = pts if pts is not None else round(self.frames_written * self.frame_duration)
         frame.time_base = self.video.codec_context.time_base
         self.container.mux(self.video.encode(frame))
         self.frames_written += 1

@@ -10,6 +10,8 @@ trained model). Cases, each in its own process so its time and peak RSS are its 
 untiled; `--tile` with each tile's own statistics; with whole-image statistics and 0, 1 and
 2 calibration rounds (cyclestyle.translate.tiling.image_statistics). Timed: translating the
 image (not loading the checkpoint). Precision fp32 by default, so differences are tiling's.
+Also reported: per norm layer, how far the statistics of the downscaled pass are from those
+of the full-resolution image (the untiled run's).
 
     .venv/bin/python scripts/bench_tiling.py --checkpoint runs/demo --out bench_tiling.json
     .venv/bin/python scripts/bench_tiling.py --quick --out /tmp/bench_tiling.json  # smoke run
@@ -30,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+from cyclestyle.models.norm_stats import RecordStatistics
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTO = REPO.parent / "shared/data/photo2painting/photo/cut__etretat-normandy-france.jpg"
@@ -87,10 +91,38 @@ def run_one(spec: dict) -> dict:
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # peak RSS from here: the checkpoint and imports are not the case
     start = time.perf_counter()
-    out = translator.translate_tensor(image)
+    if spec["tile"] is None:  # untiled: also keep the full-resolution statistics it used
+        record = RecordStatistics()
+        with torch.inference_mode():
+            out = translator.forward(image, record).clamp(-1, 1)
+        torch.save([(m.mean, m.var) for _, m in record.recorded], spec["output"] + ".stats")
+    else:
+        out = translator.translate_tensor(image)
     seconds = time.perf_counter() - start
-    np.save(spec["output"], to_uint8(out[0]).permute(1, 2, 0).numpy())
+    np.save(spec["output"], to_uint8(out[0]).numpy())  # (H, W, 3)
     return {"seconds": round(seconds, 2), "peak_rss_mib": round(_peak_rss_mib(), 1)}
+
+
+def statistics_error(spec: dict, full_stats: str) -> dict:
+    """How far the downscaled pass's statistics are from the full-resolution image's, per norm
+    layer: |mean difference| in standard deviations, and the ratio of standard deviations."""
+    from cyclestyle.imageio import pil_to_tensor
+    from cyclestyle.translate.tiling import downscale_to_tile
+    from cyclestyle.translate.translator import Translator
+
+    translator = Translator.from_pretrained(spec["checkpoint"], device="cpu",
+                                            precision=spec["precision"])
+    image = pil_to_tensor(Image.open(spec["input"]).convert("RGB"))[None]
+    record = RecordStatistics()
+    with torch.inference_mode():
+        translator.forward(downscale_to_tile(image, spec["tile"]), record)
+    mean_error, std_ratio = [], []
+    for (mean, var), (_, small) in zip(torch.load(full_stats), record.recorded):
+        mean_error.append(float(((small.mean - mean).abs() / var.sqrt().clamp(min=1e-6)).median()))
+        std_ratio.append(float((small.var.sqrt() / var.sqrt().clamp(min=1e-6)).median()))
+    return {"layers": len(mean_error),
+            "median_abs_mean_error_in_stds": [round(e, 4) for e in mean_error],
+            "median_std_ratio": [round(r, 4) for r in std_ratio]}
 
 
 def in_subprocess(spec: dict) -> dict:
@@ -138,12 +170,14 @@ def main() -> None:
                 result.update(difference(outputs[name], outputs["untiled"]))
             results.append(result)
             print(json.dumps(result), file=sys.stderr)
+        downscaled = statistics_error({**spec, "tile": plan["tile"]},
+                                      str(root / "0.npy") + ".stats")
     report = {"benchmark": "tiling", "quick": args.quick, "host": host(),
               "image": f"{plan['size'][0]}x{plan['size'][1]}",
               "source": str(PHOTO.name) if PHOTO.is_file() else "synthetic",
               "tile": plan["tile"], "tile_overlap": 64, "precision": args.precision,
               "checkpoint": args.checkpoint or "configs/demo.yaml, random weights",
-              "cases": results}
+              "cases": results, "downscaled_statistics": downscaled}
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}", file=sys.stderr)
 

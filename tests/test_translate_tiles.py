@@ -100,3 +100,37 @@ def test_bad_tile_flags_are_one_line_errors_before_any_work(tmp_path, capsys):
         main(argv[:-2] + ["--tile-stats", "tiles"])
     assert stop.value.code == 2 and "invalid choice: 'tiles'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_tiling_benchmark_quick_run_reports_every_case(tmp_path):
+    """scripts/bench_tiling.py --quick (640x480, tile 256; ~20 s on 2 idle cores)."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, "scripts/bench_tiling.py", "--quick", "--out",
+                             str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["host"]["cpu_capability"] and report["tile"] == 256
+    cases = {case["case"]: case for case in report["cases"]}
+    assert "mean_abs_levels" not in cases["untiled"]
+    per_tile = cases["per-tile statistics"]["mean_abs_levels"]
+    assert cases["whole-image statistics"]["mean_abs_levels"] < per_tile
+    assert all(case["seconds"] > 0 and case["peak_rss_mib"] > 0 for case in cases.values())
+
+
+def test_a_generator_with_torchs_own_norms_is_refused_only_where_statistics_are_supplied():
+    # (The CPU layout turns torch's InstanceNorm2d into ours; its GroupNorm stays torch's.)
+    generator = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1),
+                                    torch.nn.GroupNorm(2, 4), torch.nn.Conv2d(4, 3, 1))
+    translator = Translator(generator, device="cpu", tile=32, tile_overlap=8)
+    assert translator.translate_tensor(torch.rand(1, 3, 24, 24)).shape == (1, 3, 24, 24)
+    with pytest.raises(ValueError, match=r"^1: 'GroupNorm' is invalid: torch's own norm"):
+        translator.translate_tensor(torch.rand(1, 3, 48, 48))  # tiled: whole-image statistics
+    per_tile = Translator(generator, device="cpu", tile=32, tile_overlap=8, tile_stats="tile")
+    assert per_tile.translate_tensor(torch.rand(1, 3, 48, 48)).shape == (1, 3, 48, 48)

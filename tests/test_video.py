@@ -217,3 +217,26 @@ def test_two_generator_streams_write_the_same_video_as_one(checkpoint, tmp_path,
                         progress=False)
         outputs[streams] = np.stack(list(read_frames(out)))
     assert np.array_equal(outputs[1], outputs[2])
+
+
+@pytest.mark.slow
+def test_video_benchmark_quick_run_reports_flicker_and_speed(tmp_path):
+    """scripts/bench_video.py --flicker --speed --quick (64p clips; ~15 s on 2 idle cores)."""
+    import json
+
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, "scripts/bench_video.py", "--flicker", "--speed",
+                             "--quick", "--out", str(out)], cwd=REPO, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["host"]["cpu_capability"]
+    assert [row["clip"] for row in report["flicker"]] == ["static", "pan", "lamp"]
+    for row in report["flicker"]:
+        assert row["improvement"] == round(row["flicker_ratio_frame"]
+                                           / row["flicker_ratio_running"], 2)
+        assert 0 < row["ssim_running_to_frame"] <= 1
+        assert row["statistics_only_change_running"] >= 0
+    (speed,) = report["speed"]
+    assert speed["ours_fps"] > 0 and speed["naive_fps"] > 0
+    assert speed["speedup"] == round(speed["ours_fps"] / speed["naive_fps"], 2)

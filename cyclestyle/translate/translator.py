@@ -102,7 +102,6 @@ class Translator:
         on_cpu = self.device.type == "cpu"
         _check_settings(self.device, precision, tile, tile_overlap, batch_size)
         _check_statistics(tile_stats, tile_calibration)
-        check_statistics_supported(generator)
         scaled_size(MIN_SIDE, MIN_SIDE, size, max_size)  # validates the pair
         self.generator = generator.to(self.device).eval().requires_grad_(False)
         self.channels_last = on_cpu if channels_last is None else channels_last
@@ -112,6 +111,7 @@ class Translator:
         log.info("translate precision: %s", describe_precision(self.precision, self.precision_reason))
         self.tile, self.tile_overlap = tile, tile_overlap
         self.tile_stats, self.tile_calibration = tile_stats, tile_calibration
+        self._statistics_checked = False
         self.size, self.max_size = size, max_size
         self.batch_size = batch_size or (1 if on_cpu else 4)
 
@@ -150,6 +150,9 @@ class Translator:
         tiling, no clamping. Call it under torch.inference_mode()."""
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
+        if stats is not None and not self._statistics_checked:
+            check_statistics_supported(self.generator)  # a norm left out would go unnoticed
+            self._statistics_checked = True
         supplied = contextlib.nullcontext() if stats is None else norm_statistics(stats)
         with self._autocast(), supplied:
             return self.generator(batch).float()
