@@ -170,6 +170,29 @@ def test_the_flicker_ratio_on_hand_made_sequences():
         flicker_ratio(ramp, double[:4])
 
 
+def test_evaluate_video_reports_the_flicker_ratio_of_each_pair(tmp_path, capsys):
+    import json
+
+    frames = moving_frames(6, 48, 32)
+    for folder in ("src", "out"):
+        (tmp_path / folder).mkdir()
+    write_clip(tmp_path / "src/walk.mp4", frames, audio=False, options={"crf": "0"})
+    write_clip(tmp_path / "out/walk.mkv", [f // 2 for f in frames], audio=False,
+               options={"crf": "0"})  # half the contrast: about half the change per frame
+    assert main(["evaluate", "--video", "--source", str(tmp_path / "src"), "--fake",
+                 str(tmp_path / "out"), "--out", str(tmp_path / "eval")]) == 0
+    (result,) = json.loads((tmp_path / "eval/metrics.json").read_text())["videos"]
+    assert result["frames"] == 6 and 0.4 < result["flicker_ratio"] < 0.6
+    assert "mean flicker ratio" in capsys.readouterr().out
+    assert main(["evaluate", "--fake", str(tmp_path / "out"), "--out", str(tmp_path / "e")]) == 2
+    assert main(["evaluate", "--video", "--real", "x", "--fake", str(tmp_path / "out"),
+                 "--source", str(tmp_path / "src"), "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].endswith("--real: None is invalid: missing; a folder of real target-domain "
+                           "images (or --video to score videos) (-v for the traceback)")
+    assert "--real: 'x' is invalid: given with --video" in err[1]
+
+
 def test_scene_cuts_are_flagged_at_the_first_frame_and_at_a_change_of_shot():
     shot_a, shot_b = moving_frames(3, 64, 48, seed=0), moving_frames(2, 64, 48, seed=5)
     frames = torch.from_numpy(np.stack(shot_a + shot_b)).permute(0, 3, 1, 2)
