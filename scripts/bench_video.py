@@ -130,8 +130,10 @@ def flicker(root: Path, checkpoint: str, height: int, frames: int) -> list[dict]
         row = {"clip": name, "height": height, "frames": frames,
                **statistics_only_change(translator, clip)}
         for stats, out in outputs.items():
-            row[f"flicker_ratio_{stats}"] = round(flicker_ratio(read_frames(source), out)[
-                "flicker_ratio"], 3)
+            measured = flicker_ratio(read_frames(source), out)
+            row["source_change_levels"] = round(measured["source_change_levels"], 3)
+            row[f"output_change_levels_{stats}"] = round(measured["translated_change_levels"], 3)
+            row[f"flicker_ratio_{stats}"] = round(measured["flicker_ratio"], 3)
             if away is not None:
                 row[f"change_away_from_lamp_{stats}"] = round(float(np.mean(
                     [np.abs(b - a)[away].mean() for a, b in zip(out, out[1:])])), 2)
