@@ -74,8 +74,10 @@ class ImageLoadError(ValueError):
         self.reason = reason
 
 
-def find_images(folder: str | os.PathLike, unreadable: list[Path] | None = None) -> list[Path]:
-    """All image files under `folder`, recursively, sorted by relative path.
+def find_images(folder: str | os.PathLike, unreadable: list[Path] | None = None,
+                extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[Path]:
+    """All image files under `folder` (files named `extensions`: translate adds videos),
+    recursively, sorted by relative path.
 
     Hidden files and folders (name starts with ".") are skipped, as are folders whose name looks
     like an image (`x.jpg/`), though images inside them are found. Symlinked folders are
@@ -104,7 +106,7 @@ def find_images(folder: str | os.PathLike, unreadable: list[Path] | None = None)
         found += [
             Path(dirpath) / name
             for name in filenames
-            if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+            if not name.startswith(".") and name.lower().endswith(extensions)
         ]
     if failed:
         import logging
@@ -118,7 +120,7 @@ def find_images(folder: str | os.PathLike, unreadable: list[Path] | None = None)
     if not found:
         raise ValueError(
             f"no images found in {root} (searched recursively for "
-            f"{', '.join(IMAGE_EXTENSIONS)}, any case; hidden files are skipped)"
+            f"{', '.join(extensions)}, any case; hidden files are skipped)"
         )
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 

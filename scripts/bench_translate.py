@@ -18,6 +18,9 @@ benchmark's model.
 
     .venv/bin/python scripts/bench_translate.py --out bench_translate.json  # ~9 min, 2 cores
     .venv/bin/python scripts/bench_translate.py --quick --out /tmp/bench.json  # smoke run
+
+`--video` measures videos instead: frames/s at 256p and 512p of our video path against the
+naive decode-translate-encode loop, side by side (scripts/bench_video.py --speed, which says how).
 """
 
 from __future__ import annotations
@@ -277,8 +280,18 @@ def main() -> None:
     parser.add_argument("--no-memory", action="store_true", help="skip the tiling memory cases")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="bench_translate.json")
+    parser.add_argument("--video", action="store_true", help="videos: frames/s of ours vs the "
+                        "naive loop at 256p and 512p (scripts/bench_video.py --speed)")
+    parser.add_argument("--checkpoint", help="--video: a trained run (default: the demo "
+                        "generator with random weights)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one case, print JSON
     args = parser.parse_args()
+    if args.video:
+        import bench_video  # scripts/ is this script's folder, first on sys.path
+
+        bench_video.main(["--speed", "--out", args.out, *(["--quick"] if args.quick else []),
+                          *(["--checkpoint", args.checkpoint] if args.checkpoint else [])])
+        return
     if args.one:
         print(json.dumps(run_one(json.loads(args.one))))
         return

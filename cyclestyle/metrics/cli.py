@@ -11,7 +11,7 @@ import argparse
 import textwrap
 
 from cyclestyle.metrics.options import METRICS, EvaluateOptions, parse_metrics
-from cyclestyle.options import add_dataclass_arguments, dataclass_from_args
+from cyclestyle.options import add_dataclass_arguments, dataclass_from_args, invalid
 
 __all__ = ["add_parser"]
 
@@ -25,6 +25,11 @@ DESCRIPTION = textwrap.dedent("""\
     at a TorchScript Inception, or pass --inception-weights; with neither and nothing
     cached the command stops (exit 2) saying so. Every result records the extractor's
     name and sha256.
+
+    --video scores temporal consistency instead: --fake and --source are two videos
+    (or folders of videos, paired by relative path), and the flicker ratio, mean
+    |out_t - out_t-1| / mean |in_t - in_t-1| in 8-bit levels, is reported per video
+    (1: the translation is as steady as its input; above 1: it flickers). No --real.
 
     Example (offline, with a TorchScript Inception):
       cyclestyle evaluate --real data/paintings --fake out/translated \\
@@ -47,9 +52,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "evaluate", help="score translated images: FID, KID, style similarity, content "
         "preservation; writes metrics.json and report.html",
         formatter_class=argparse.RawDescriptionHelpFormatter, description=DESCRIPTION)
-    p.add_argument("--real", required=True, help="folder of real target-domain images")
+    p.add_argument("--real", help="folder of real target-domain images (not with --video)")
     p.add_argument("--fake", required=True, help="folder of translated images")
-    p.add_argument("--source", help="folder of the untranslated inputs (for content metrics)")
+    p.add_argument("--source", help="folder of the untranslated inputs (for content metrics); "
+                   "with --video, the untranslated video or folder of videos")
+    p.add_argument("--video", action="store_true", help="score videos: the flicker ratio of "
+                   "--fake against --source")
     p.add_argument("--metrics", help=f"comma-separated subset of {','.join(METRICS)} "
                    "(default: all that can run)")
     p.add_argument("--out", default="evaluation", help="where metrics.json, report.html and "
@@ -59,6 +67,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
+    if args.video:
+        return _run_video(args)
+    if args.real is None:
+        raise invalid("--real", None, "missing", "a folder of real target-domain images (or "
+                      "--video to score videos)")
     options = dataclass_from_args(EvaluateOptions, args)
     options.validate()  # before torch is imported
     metrics, _ = parse_metrics(args.metrics)
@@ -72,4 +85,19 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     print(format_table(summary_rows(results)))
     out = Path(args.out)
     print(f"\nwrote {out / 'metrics.json'} and {out / 'report.html'}")
+    return 0
+
+
+def _run_video(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cyclestyle.metrics.temporal import evaluate_videos, format_videos
+
+    if args.real is not None or args.metrics is not None:
+        flag = "--real" if args.real is not None else "--metrics"
+        raise invalid(flag, args.real or args.metrics, "given with --video",
+                      "--video scores the flicker ratio of --fake against --source only")
+    results = evaluate_videos(args.fake, args.source, args.out)
+    print(format_videos(results))
+    print(f"\nwrote {Path(args.out) / 'metrics.json'}")
     return 0

@@ -1,5 +1,6 @@
 """Networks: generators and discriminators built by name from a registry, VGG features, and
-the factory that builds a whole set of networks from a `ModelConfig`.
+the factory that builds a whole set of networks from a `ModelConfig`, and normalisation
+statistics supplied from a chosen extent (`norm_statistics`, for tiles and video frames).
 
     from cyclestyle.models import create_generator
     g_ab = create_generator("unet_attn", base_channels=32)
@@ -25,6 +26,10 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "list_generators": _REGISTRY,
     "register_discriminator": _REGISTRY,
     "register_generator": _REGISTRY,
+    "norm_statistics": "cyclestyle.models.norm_stats",
+    "RecordStatistics": "cyclestyle.models.norm_stats",
+    "FixedStatistics": "cyclestyle.models.norm_stats",
+    "RunningStatistics": "cyclestyle.models.norm_stats",
     "ModelConfig": "cyclestyle.models.factory",
     "Networks": "cyclestyle.models.factory",
     "build_generators": "cyclestyle.models.factory",

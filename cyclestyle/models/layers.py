@@ -9,6 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cyclestyle.models.norm_stats import active_pass
+from cyclestyle.options import invalid
+
 NORMS = ("instance", "group", "none")
 UPSAMPLES = ("resize_conv", "transposed")
 MAX_GROUPS = 32  # GroupNorm's usual group count (Wu & He, 2018)
@@ -103,6 +106,9 @@ class InstanceNorm2d(nn.InstanceNorm2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_scripting():  # exported models only run forward
+            supplied = active_pass()
+            if supplied is not None:  # statistics from elsewhere (cyclestyle.models.norm_stats)
+                return supplied.apply(self, x, self.num_features)
             x = self._stop_flat(x)
         return F.instance_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
 
@@ -116,6 +122,9 @@ class GroupNorm(nn.GroupNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_scripting():
+            supplied = active_pass()
+            if supplied is not None:
+                return supplied.apply(self, x, self.num_groups)
             x = self._stop_flat(x)
         return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
 
@@ -210,3 +219,20 @@ def channels_last_is_safe(model: nn.Module, device: torch.device | str, batch_si
     on_cpu = torch.device(device).type == "cpu"
     has_instance_norm = any(isinstance(m, nn.modules.instancenorm._InstanceNorm) for m in model.modules())
     return not (on_cpu and has_instance_norm and batch_size == 1)
+
+
+def statistics_layers(model: nn.Module) -> list[nn.Module]:
+    """The layers of `model` whose statistics `norm_stats.norm_statistics` can supply."""
+    return [m for m in model.modules() if isinstance(m, (InstanceNorm2d, GroupNorm))]
+
+
+def check_statistics_supported(model: nn.Module) -> None:
+    """Refuse a network whose per-input norms are torch's own classes: under
+    `norm_stats.norm_statistics` they would silently keep computing their own statistics."""
+    for name, module in model.named_modules():
+        per_input = isinstance(module, nn.GroupNorm) or (
+            isinstance(module, nn.modules.instancenorm._InstanceNorm)
+            and not module.track_running_stats)
+        if per_input and not isinstance(module, (InstanceNorm2d, GroupNorm)):
+            raise invalid(name, type(module).__name__, "torch's own norm class cannot be given "
+                          "statistics", "build norms with cyclestyle.models.layers.make_norm")

@@ -84,26 +84,20 @@ class ResnetGenerator(nn.Module):
             nn.Tanh(),
         )
 
+    @torch.jit.unused
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Encoder features, fine to coarse, for patch-wise contrastive losses (CUT): the padded
         input, the c7s1 stem, both downsamplings and the middle of the residual trunk."""
         x, _ = pad_to_multiple(x, self.stride, min_size=2 * self.stride)
+        blocks = sum(isinstance(m, ResnetBlock) for m in self.net)
+        # net: conv, norm, act (2) | conv, norm, act (5) | conv, norm, act (8) | blocks from 9
+        middle = 8 + max(1, blocks // 2)
         features, h = [x], x
-        for index, layer in enumerate(self.net[: self._trunk_middle + 1]):
+        for index, layer in enumerate(self.net[: middle + 1]):
             h = layer(h)
-            if index in self._encoder_taps:
+            if index in (2, 5, 8, middle):
                 features.append(h)
         return features
-
-    @property
-    def _encoder_taps(self) -> tuple[int, ...]:
-        # net: conv, norm, act (2) | conv, norm, act (5) | conv, norm, act (8) | blocks 9...
-        return 2, 5, 8, self._trunk_middle
-
-    @property
-    def _trunk_middle(self) -> int:
-        blocks = sum(isinstance(m, ResnetBlock) for m in self.net)
-        return 8 + max(1, blocks // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Pad to at least 2 * stride so the 1/4-resolution trunk keeps >= 2x2 pixels.

@@ -114,6 +114,7 @@ class UNetAttnGenerator(nn.Module):
             raise ValueError(f"input_skip=True needs in_channels == out_channels, got "
                              f"{in_channels} and {out_channels}")
         self.input_skip = input_skip
+        self.input_skip_limit = INPUT_SKIP_LIMIT  # an attribute: TorchScript reads no globals
         self.stride = 2**depth
         widths = [base_channels * m for m in channel_mults]  # channels at 1, 1/2, ..., 1/2**(d-1)
         attends = [2**i in attention_resolutions for i in range(depth + 1)]  # per level + bottleneck
@@ -139,10 +140,11 @@ class UNetAttnGenerator(nn.Module):
         out = crop_to(self.head(h), crop)  # (B, C_out, H, W), pre-activation
         if self.input_skip:
             # atanh of the input, kept finite at +-1: tanh(0 + atanh(x)) == x.
-            out = out + torch.atanh(source.clamp(-INPUT_SKIP_LIMIT, INPUT_SKIP_LIMIT))
+            out = out + torch.atanh(source.clamp(-self.input_skip_limit, self.input_skip_limit))
         return torch.tanh(out)
 
 
+    @torch.jit.unused
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Encoder features, fine to coarse, for patch-wise contrastive losses (CUT): the padded
         input, the stem, each level's output (the skips) and the bottleneck."""

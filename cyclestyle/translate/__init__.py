@@ -1,5 +1,5 @@
 """Translation with a trained generator: the Translator, the folder runner, its writer,
-tiling, export, release folders, loading from anywhere (sources), the reference's model zoo,
+tiling, videos, export, release folders, loading from anywhere (sources), the reference's model zoo,
 and the `translate`/`export`/`push`/`pretrained` commands.
 
     from cyclestyle.translate import Translator
@@ -15,6 +15,8 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "to_fast_cpu_layout": "cyclestyle.translate.translator",
     "plan_jobs": "cyclestyle.translate.runner",
     "translate_files": "cyclestyle.translate.runner",
+    "translate_video": "cyclestyle.translate.video",
+    "VideoSettings": "cyclestyle.translate.video",
     "export_generator": "cyclestyle.translate.export",
     "load_exported": "cyclestyle.translate.export",
     "TranslateOptions": "cyclestyle.translate.options",

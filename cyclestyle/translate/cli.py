@@ -26,11 +26,14 @@ SHOWN_EXISTING = 10  # existing outputs listed by name in the summary
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "translate", help="translate an image, a folder or a list of images with a checkpoint",
+        "translate", help="translate an image, a video, a folder or a list of them with a "
+        "checkpoint",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
-            "Translate images into the other domain at their own size (output size = input\n"
-            "size). A folder is searched recursively and mirrored under --output. Nothing is\n"
+            "Translate images and videos into the other domain at their own size (output size\n"
+            "= input size). A folder is searched recursively and mirrored under --output. A\n"
+            "video keeps its frame rate, rotation and audio (copied); one video with --output\n"
+            "named like a video (out.mp4) is written to that file. Nothing is\n"
             "overwritten: outputs go outside the input folder (a file's folder, every listed\n"
             "file's folder), an existing output is left alone and reported unless --overwrite\n"
             "or --skip-existing (keep complete outputs: resume an interrupted run), and each\n"
@@ -115,6 +118,7 @@ def run_translate(args: argparse.Namespace) -> int:
     from cyclestyle.translate.scale import resolve_sizes, warn_if_far_from_training_scale
     from cyclestyle.translate.sources import load_model
     from cyclestyle.translate.translator import Translator, scaled_size
+    from cyclestyle.translate.video import VideoSettings
 
     opts = dataclass_from_args(TranslateOptions, args).validate()
     retain_freed_memory()
@@ -131,13 +135,15 @@ def run_translate(args: argparse.Namespace) -> int:
     translator = Translator(
         model.generator(opts.direction), device=device, precision=opts.precision,
         tile=opts.tile, tile_overlap=opts.tile_overlap, size=size, max_size=max_size,
-        batch_size=opts.batch_size)
+        batch_size=opts.batch_size, tile_stats=opts.tile_stats,
+        tile_calibration=opts.tile_calibration)
     if rank == 0:
         warn_if_far_from_training_scale([job.source for job in jobs], model.config,
                                         lambda w, h: scaled_size(w, h, size, max_size))
+    video = VideoSettings(opts.video_stats, opts.video_window)
     summary = translate_files(translator, jobs, opts.skip_existing, opts.workers,
                               opts.max_pixels, opts.progress, rank, world,
-                              overwrite=opts.overwrite)
+                              overwrite=opts.overwrite, video=video)
     if state is not None:
         summary = _gather(summary)
     if rank == 0:
@@ -155,6 +161,7 @@ def _gather(summary):
 
     parts = gather_object([summary])
     return Summary(translated=sum(s.translated for s in parts),
+                   videos=sum(s.videos for s in parts), frames=sum(s.frames for s in parts),
                    skipped_existing=sum(s.skipped_existing for s in parts),
                    existing=[path for s in parts for path in s.existing],
                    failed=[f for s in parts for f in s.failed],
@@ -164,8 +171,11 @@ def _gather(summary):
 
 def format_summary(summary, output: str) -> str:
     existing = summary.existing
-    lines = [f"translated {summary.translated} image(s) into {output} in {summary.seconds:.1f} s "
-             f"({summary.images_per_second:.2f} images/s); skipped {summary.skipped_existing} "
+    videos = (f", of which {summary.videos} video(s) ({summary.frames} frames)"
+              if summary.videos else "")
+    lines = [f"translated {summary.translated} image(s){videos} into {output} in "
+             f"{summary.seconds:.1f} s ({summary.images_per_second:.2f} images/s); skipped "
+             f"{summary.skipped_existing} "
              f"existing; {len(existing)} exist (left alone); {len(summary.failed)} failed"]
     lines += [f"  FAILED {path}: {reason}" for path, reason in summary.failed]
     lines += [f"  EXISTS {path}" for path in existing[:SHOWN_EXISTING]]

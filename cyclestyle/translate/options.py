@@ -18,6 +18,8 @@ DIRECTIONS = ("a2b", "b2a")
 OUTPUT_FORMATS = ("same", "png", "jpg")
 FILE_FORMATS = ("onnx", "torchscript")  # one standalone file per generator
 EXPORT_FORMATS = (*FILE_FORMATS, "hub")  # hub: a release folder (cyclestyle.translate.release)
+TILE_STATS = ("image", "tile")  # --tile-stats: whole-image statistics (default) or each tile's own
+VIDEO_STATS = ("running", "frame")  # --video-stats: averaged over frames (default) or per frame
 MIN_SIDE = 8  # smaller images carry too little content to translate
 TOLERANCE = 1e-4  # export: max |exported - PyTorch| on [-1, 1] outputs, float32
 HF_PREFIX = "hf://"  # --checkpoint hf://user/name: a Hugging Face Hub repo
@@ -49,8 +51,10 @@ def size_or_train(text: str) -> int | str:
 @dataclass
 class TranslateOptions:
     checkpoint: str = option(help=MODEL_SOURCES)
-    input: str = option(help="an image, a folder, or a text file listing one image path per line")
-    output: str = option(help="folder for the translated images")
+    input: str = option(help="an image, a video, a folder (searched for both), or a text file "
+                        "listing one path per line")
+    output: str = option(help="folder for the translated images and videos; for one video "
+                         "input, a file name like out.mp4 works too")
     direction: str = option("a2b", help="a2b uses G_AB, b2a uses G_BA", choices=DIRECTIONS)
     revision: str | None = option(None, help="Hub repo only: branch, tag or commit (default: "
                                   "main)")
@@ -66,6 +70,20 @@ class TranslateOptions:
     tile: int | None = option(None, help="translate images larger than N pixels in NxN tiles, "
                               "blended (for images that do not fit in memory)", metavar="N")
     tile_overlap: int = option(64, help="pixels shared by neighbouring tiles")
+    tile_stats: str = option("image", choices=TILE_STATS, help="with --tile, the statistics "
+                             "each tile's InstanceNorms use: image (the whole image's, from a "
+                             "pass over it downscaled to a tile's size: tiles agree on one "
+                             "style) or tile (each tile's own: colours drift between tiles)")
+    tile_calibration: int = option(0, metavar="N", help="with --tile-stats image: N passes "
+                                   "over the tiles that correct the downscaled statistics "
+                                   "toward full resolution's; each costs about one more tiled "
+                                   "translation (docs/benchmarks.md)")
+    video_stats: str = option("running", choices=VIDEO_STATS, help="videos: the statistics "
+                              "each frame's InstanceNorms use: running (averaged over recent "
+                              "frames, restarted at scene cuts: less flicker) or frame (each "
+                              "frame's own)")
+    video_window: int = option(16, metavar="FRAMES", help="videos, --video-stats running: the "
+                               "average's time constant in frames")
     skip_existing: bool = option(False, help="count outputs that already exist as done (resume "
                                  "a stopped run); empty or undecodable ones are translated again")
     overwrite: bool = option(False, help="replace outputs that already exist (never an input; "
@@ -97,6 +115,10 @@ class TranslateOptions:
               "expected an integer >= 0")
         check(self.max_pixels is None or self.max_pixels >= 0, "--max-pixels", self.max_pixels,
               "below 0", "expected an integer >= 0 (0 = no limit)")
+        check(self.tile_calibration >= 0, "--tile-calibration", self.tile_calibration,
+              "below 0", "expected an integer >= 0")
+        check(self.video_window >= 1, "--video-window", self.video_window, "below 1",
+              "expected a number of frames >= 1 (1 = per-frame statistics)")
         check(not (self.overwrite and self.skip_existing), "--overwrite", True,
               "given together with --skip-existing", "give one of them")
         return self

@@ -1,5 +1,6 @@
-"""Whole folders of any-size images, fast and without losing anything (`cyclestyle translate`;
-the command line is in cyclestyle/translate/cli.py).
+"""Whole folders of any-size images and videos, fast and without losing anything (`cyclestyle
+translate`; the command line is in cyclestyle/translate/cli.py; videos are translated one by one
+by cyclestyle/translate/video.py, after the images).
 
 Pipeline: DataLoader workers (none on a 2-core CPU) decode and rescale images; the main process
 groups decoded images of equal size into batches (buckets) and hands them to `streams` threads
@@ -12,8 +13,9 @@ Safety: outputs never land inside the input tree unless asked (the folder given,
 folder, every listed file's folder), no output path may equal an input path, an output that
 already exists is left alone and reported unless `overwrite` (replace it) or `skip_existing`
 (count it as done, when it decodes) is asked, an interrupted run leaves only complete images
-(temp files are hidden `.NAME.*.tmp` and cleaned by the next run). An unreadable file or
-sub-folder is reported and skipped; the summary lists every failure.
+(temp files are hidden `.NAME.*.tmp` and cleaned by the next run; a video is renamed into
+place only when complete). An unreadable file or sub-folder is reported and skipped; the summary
+lists every failure.
 """
 
 from __future__ import annotations
@@ -30,37 +32,36 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from cyclestyle.atomic import temp_target
 from cyclestyle.imageio import (
-    IMAGE_EXTENSIONS,
     ImageLoadError,
-    find_images,
     from_uint8,
     load_image,
     to_uint8,
 )
-from cyclestyle.options import invalid
 from cyclestyle.runtime import StopRequested, available_cores
-from cyclestyle.translate.options import OUTPUT_FORMATS
+from cyclestyle.translate.plan import (  # noqa: F401  (re-exported: the planning API)
+    FORMATS,
+    Job,
+    clean_stale_temp_files,
+    list_inputs,
+    output_name,
+    plan_jobs,
+)
 from cyclestyle.translate.translator import Translator, check_image_size, read_alpha, scaled_size
+from cyclestyle.translate.video import VideoSettings, translate_videos
 from cyclestyle.translate.writer import Writer
+from cyclestyle.videoio import check_video, is_video
 
 log = logging.getLogger(__name__)
 
-FORMATS = OUTPUT_FORMATS
-LIST_SNIFF_BYTES = 65536  # a list file's first bytes are checked for NUL before reading it all
 UNREADABLE_FOLDER = "folder could not be listed (check its permissions); its images were skipped"
-
-
-@dataclass(frozen=True)
-class Job:
-    source: Path
-    target: Path
 
 
 @dataclass
 class Summary:
-    translated: int = 0
+    translated: int = 0  # images and videos
+    videos: int = 0  # of which videos
+    frames: int = 0  # video frames written
     skipped_existing: int = 0  # complete outputs kept as done (skip_existing)
     existing: list[str] = field(default_factory=list)  # outputs that existed: left alone
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
@@ -70,142 +71,6 @@ class Summary:
     @property
     def images_per_second(self) -> float:
         return self.translated / self.seconds if self.seconds > 0 else 0.0
-
-
-# ---------------------------------------------------------------------------- planning
-
-
-def list_inputs(input_path: str | os.PathLike, unreadable: list[Path] | None = None,
-                ) -> tuple[list[Path], Path, list[Path]]:
-    """(files, root the outputs mirror, the input folders outputs must stay out of).
-
-    `input_path` is an image, a folder (searched recursively; sub-folders that cannot be listed
-    are appended to `unreadable`) or a UTF-8 text file with one path per line (blank lines and
-    lines starting with '#' ignored; relative paths are relative to the list file's folder).
-    The input folders: the folder itself, an image's folder, or every listed image's folder.
-    """
-    path = Path(input_path).expanduser()
-    if path.is_dir():
-        return find_images(path, unreadable), path, [path.resolve()]
-    if not path.exists():
-        raise FileNotFoundError(f"input {path} does not exist")
-    valid = (f"give an image ({', '.join(IMAGE_EXTENSIONS)}), a folder, or a UTF-8 text file "
-             "listing one image path per line")
-    if not path.is_file():
-        raise invalid("--input", str(path), "not a file or folder (a pipe or a device?)", valid)
-    suffix = path.suffix.lower()
-    if suffix in IMAGE_EXTENSIONS:
-        return [path], path.parent, [path.parent.resolve()]
-    if suffix in Image.registered_extensions():  # an image format translate does not read
-        raise invalid("--input", str(path), f"a {suffix} image, which translate does not read",
-                      valid)
-    files = [Path(s) if Path(s).is_absolute() else path.parent / s
-             for s in (line.strip() for line in _read_list(path, valid))
-             if s and not s.startswith("#")]
-    if not files:
-        raise ValueError(f"list file {path} names no images (one path per line expected)")
-    root = Path(os.path.commonpath([f.parent.resolve() for f in files]))
-    return files, root, sorted({f.parent.resolve() for f in files})
-
-
-def _read_list(path: Path, valid: str) -> list[str]:
-    """The lines of a list file; binary content or other encodings are one-line errors."""
-    with path.open("rb") as f:
-        data = f.read(LIST_SNIFF_BYTES)
-        if b"\0" not in data:
-            data += f.read()
-    if b"\0" in data:
-        raise invalid("--input", str(path), "binary content: neither a supported image nor a "
-                      "text list file", valid)
-    try:
-        return data.decode("utf-8-sig").splitlines()
-    except UnicodeDecodeError as err:
-        raise invalid("--input", str(path), f"not UTF-8 text (byte {data[err.start]:#04x} at "
-                      f"offset {err.start}), so not a list file", valid) from None
-
-
-def output_name(relative: Path, fmt: str) -> Path:
-    if fmt not in FORMATS:
-        raise ValueError(f"format={fmt!r}; choose one of {', '.join(FORMATS)}")
-    return relative if fmt == "same" else relative.with_suffix("." + fmt)
-
-
-def plan_jobs(input_path: str | os.PathLike, output_dir: str | os.PathLike, fmt: str = "same",
-              allow_inside_input: bool = False,
-              unreadable: list[Path] | None = None) -> list[Job]:
-    """One Job per input image, with the safety checks; raises ValueError before any work.
-
-    No output may land in an input folder (the folder given, a file's folder, any listed
-    file's folder) unless `allow_inside_input`, and none may replace an input, ever.
-    Sub-folders of a folder input that cannot be listed are appended to `unreadable`.
-    """
-    files, root, input_dirs = list_inputs(input_path, unreadable)
-    is_folder = Path(input_path).expanduser().is_dir()
-    out = Path(output_dir).expanduser().resolve()
-    if is_folder and allow_inside_input and out != input_dirs[0] and out.is_relative_to(
-            input_dirs[0]):  # a sub-folder of the input: its files are earlier outputs
-        files = [f for f in files if not f.resolve().is_relative_to(out)]
-    jobs = [Job(f, out / output_name(_relative(f, root), fmt)) for f in files]
-    if not allow_inside_input:
-        _check_outside_inputs(jobs, input_dirs, out, None if is_folder else files)
-    _check_no_overwrite(jobs)
-    return jobs
-
-
-def _check_outside_inputs(jobs: list[Job], input_dirs: list[Path], out: Path,
-                          files: list[Path] | None) -> None:
-    """Refuse the first output whose folder is, or lies under, an input folder."""
-    dirs, checked = set(input_dirs), set()
-    for job in jobs:
-        if job.target.parent in checked:  # many outputs share a folder
-            continue
-        checked.add(job.target.parent)
-        folder = job.target.parent.resolve()
-        inside = next((d for d in (folder, *folder.parents) if d in dirs), None)
-        if inside is None:
-            continue
-        whose = "" if files is None else " (the folder of input " + str(
-            next(f for f in files if f.parent.resolve() == inside)) + ")"
-        raise invalid("--output", str(out), f"it would write {job.target} inside the input "
-                      f"folder {inside}{whose}", "choose a folder outside the input tree, or "
-                      "pass --allow-inside-input (inputs are never replaced)")
-
-
-def _relative(path: Path, root: Path) -> Path:
-    try:
-        return path.resolve().relative_to(root.resolve())
-    except ValueError:
-        return Path(path.name)
-
-
-def _check_no_overwrite(jobs: list[Job]) -> None:
-    sources = {job.source.resolve() for job in jobs}
-    targets: dict[Path, Path] = {}
-    for job in jobs:
-        # Folder links resolved, not the file's own: a rename replaces a link, not its target.
-        if job.target.parent.resolve() / job.target.name in sources:
-            raise ValueError(f"output {job.target} would overwrite an input image; choose "
-                             "another output folder or --format")
-        if job.target in targets:
-            raise ValueError(f"inputs {targets[job.target]} and {job.source} would both be "
-                             f"written to {job.target}; use --format same or rename one")
-        targets[job.target] = job.source
-
-
-def clean_stale_temp_files(jobs: list[Job]) -> int:
-    """Remove `.NAME.*.tmp` files an interrupted run left beside these jobs' outputs."""
-    names_by_dir: dict[Path, set[str]] = {}
-    for job in jobs:
-        names_by_dir.setdefault(job.target.parent, set()).add(job.target.name)
-    removed = 0
-    for folder, names in names_by_dir.items():
-        if not folder.is_dir():
-            continue
-        for entry in os.scandir(folder):
-            if temp_target(entry.name) in names and entry.is_file():
-                Path(entry.path).unlink(missing_ok=True)
-                removed += 1
-    return removed
 
 
 # ---------------------------------------------------------------------------- decoding
@@ -254,8 +119,10 @@ def _single(item: dict) -> dict:
 def translate_files(translator: Translator, jobs: list[Job], skip_existing: bool = False,
                     num_workers: int | None = None, max_pixels: int | None = None,
                     progress: bool = True, rank: int = 0, world_size: int = 1,
-                    streams: int | None = None, overwrite: bool = False) -> Summary:
-    """Translate `jobs[rank::world_size]`; failures are recorded, never raised.
+                    streams: int | None = None, overwrite: bool = False,
+                    video: VideoSettings | None = None) -> Summary:
+    """Translate `jobs[rank::world_size]`, images first, then videos (with `video`'s settings);
+    failures are recorded, never raised.
 
     An output that already exists is left alone and listed in `Summary.existing`, unless
     `overwrite` (replace it) or `skip_existing` (count it as done when it is a complete image;
@@ -272,10 +139,19 @@ def translate_files(translator: Translator, jobs: list[Job], skip_existing: bool
         log.info("rank %d of %d: %d of %d files", rank, world_size, len(mine), len(jobs))
     clean_stale_temp_files(mine)
     todo = mine if overwrite else _not_done(mine, summary, skip_existing, max_pixels)
-    if todo:
+    images = [job for job in todo if not is_video(job.source)]
+    if images:
         workers = default_workers(translator.device) if num_workers is None else num_workers
-        streams = streams or default_streams(translator.device, len(todo))
-        _run(translator, todo, summary, workers, streams, max_pixels, progress and rank == 0)
+        streams = streams or default_streams(translator.device, len(images))
+        _run(translator, images, summary, workers, streams, max_pixels, progress and rank == 0)
+    videos = [(job.source, job.target) for job in todo if is_video(job.source)]
+    if videos and not summary.interrupted:
+        run = translate_videos(translator, videos, video or VideoSettings(),
+                               progress and rank == 0)
+        summary.translated += run.videos
+        summary.videos, summary.frames = run.videos, run.frames
+        summary.failed += run.failed
+        summary.interrupted = run.interrupted
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -299,6 +175,8 @@ def _not_done(jobs: list[Job], summary: Summary, skip_existing: bool,
 
 def incomplete_output(path: Path, max_pixels: int | None = None) -> str | None:
     """Why an existing output cannot count as done, or None when it decodes completely."""
+    if is_video(path):
+        return check_video(path)
     try:
         if os.stat(path).st_size == 0:
             return "is empty (0 bytes)"

@@ -8,7 +8,8 @@ whole folders (cyclestyle/translate/runner.py; its command line: cyclestyle/tran
 By default an image is translated at its own size: the generator pads to its stride and crops
 back, so the output has exactly the input's width and height. `size`/`max_size` rescale first
 (the output then has the rescaled size); `tile` translates big images in blended tiles
-(cyclestyle/translate/tiling.py says what that changes for attention models).
+normalised with whole-image statistics (cyclestyle/translate/tiling.py). Video frames go
+through `translate_frames`, with statistics averaged over frames (cyclestyle/translate/video.py).
 """
 
 from __future__ import annotations
@@ -22,12 +23,24 @@ from PIL import Image
 from torch import nn
 
 from cyclestyle.imageio import alpha_of, pil_to_tensor, tensor_to_pil, to_rgb
-from cyclestyle.models.layers import instance_norms_as_group_norms
+from cyclestyle.models.layers import check_statistics_supported, instance_norms_as_group_norms
+from cyclestyle.models.norm_stats import (
+    FixedStatistics,
+    RecordStatistics,
+    StatisticsSource,
+    norm_statistics,
+)
 from cyclestyle.options import invalid
 from cyclestyle.runtime import PRECISIONS, describe_precision, resolve_precision
 from cyclestyle.translate.options import DIRECTIONS, MIN_SIDE
 from cyclestyle.translate.scale import TrainingScale
-from cyclestyle.translate.tiling import check_tiling, tiled_apply
+from cyclestyle.translate.tiling import (
+    TILE_STATS,
+    check_tiling,
+    downscale_to_tile,
+    image_statistics,
+    tiled_apply,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +100,12 @@ class Translator:
                  precision: str = "auto", tile: int | None = None,
                  tile_overlap: int = DEFAULT_TILE_OVERLAP, size: int | None = None,
                  max_size: int | None = None, batch_size: int | None = None,
-                 channels_last: bool | None = None) -> None:
+                 channels_last: bool | None = None, tile_stats: str = "image",
+                 tile_calibration: int = 0) -> None:
         self.device = torch.device(device or default_device())
         on_cpu = self.device.type == "cpu"
         _check_settings(self.device, precision, tile, tile_overlap, batch_size)
+        _check_statistics(tile_stats, tile_calibration)
         scaled_size(MIN_SIDE, MIN_SIDE, size, max_size)  # validates the pair
         self.generator = generator.to(self.device).eval().requires_grad_(False)
         self.channels_last = on_cpu if channels_last is None else channels_last
@@ -99,6 +114,8 @@ class Translator:
         self.precision, self.precision_reason = resolve_precision(precision, self.device)
         log.info("translate precision: %s", describe_precision(self.precision, self.precision_reason))
         self.tile, self.tile_overlap = tile, tile_overlap
+        self.tile_stats, self.tile_calibration = tile_stats, tile_calibration
+        self._statistics_checked = False
         self.size, self.max_size = size, max_size
         self.batch_size = batch_size or (1 if on_cpu else 4)
 
@@ -134,11 +151,32 @@ class Translator:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+    def forward(self, batch: torch.Tensor, stats: StatisticsSource | None = None,
+                 ) -> torch.Tensor:
+        """The generator on a prepared `batch` (N, 3, H, W) in [-1, 1], in the translator's
+        layout and precision, its norms given statistics by `stats` (default: their own); no
+        tiling, no clamping. Call it under torch.inference_mode()."""
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        with self._autocast():
+        if stats is not None and not self._statistics_checked:
+            check_statistics_supported(self.generator)  # a norm left out would go unnoticed
+            self._statistics_checked = True
+        supplied = contextlib.nullcontext() if stats is None else norm_statistics(stats)
+        with self._autocast(), supplied:
             return self.generator(batch).float()
+
+    def _tiles_agree(self, image: torch.Tensor) -> torch.Tensor:
+        """(1, 3, H, W) translated in tiles normalised with whole-image statistics."""
+        stats = image_statistics(self.forward, image, self.tile, self.tile_overlap,
+                                 self.tile_calibration, self.batch_size)
+        return self._tiled(image, FixedStatistics(stats))
+
+    def _tiled(self, images: torch.Tensor, stats: StatisticsSource | None) -> torch.Tensor:
+        return tiled_apply(lambda batch: self.forward(batch, stats), images, self.tile,
+                           self.tile_overlap, max_batch=self.batch_size)
+
+    def _needs_tiles(self, images: torch.Tensor) -> bool:
+        return self.tile is not None and max(images.shape[-2:]) > self.tile
 
     @torch.inference_mode()
     def translate_tensor(self, images: torch.Tensor) -> torch.Tensor:
@@ -150,12 +188,32 @@ class Translator:
             raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
         check_image_size(images.shape[3], images.shape[2])
         images = images.to(self.device, torch.float32)
-        if self.tile is not None and max(images.shape[-2:]) > self.tile:
-            out = tiled_apply(self._forward, images, self.tile, self.tile_overlap,
-                              max_batch=self.batch_size)
+        if not self._needs_tiles(images):
+            out = torch.cat([self.forward(chunk) for chunk in images.split(self.batch_size)])
+        elif self.tile_stats == "tile":
+            out = self._tiled(images, None)
         else:
-            out = torch.cat([self._forward(chunk) for chunk in images.split(self.batch_size)])
+            out = torch.cat([self._tiles_agree(image[None]) for image in images])
         return out.clamp_(-1, 1)
+
+    @torch.inference_mode()
+    def translate_frames(self, frames: torch.Tensor,
+                         stats: StatisticsSource | None = None) -> torch.Tensor:
+        """Consecutive video frames (B, 3, H, W) in [-1, 1] as one pass, normalised with
+        `stats` (a `RunningStatistics.batch`; None: each frame's own statistics). Frames larger
+        than `tile` go in tiles, each normalised with its frame's statistics from one pass over
+        the downscaled frames (no calibration)."""
+        frames = frames.to(self.device, torch.float32)
+        if stats is None:
+            return self.translate_tensor(frames)
+        if not self._needs_tiles(frames):
+            return self.forward(frames, stats).clamp_(-1, 1)
+        record = RecordStatistics(stats)
+        self.forward(downscale_to_tile(frames, self.tile), record)
+        out = [self._tiled(frame[None], FixedStatistics(
+            [(layer, moments.select(b)) for layer, moments in record.recorded]))
+            for b, frame in enumerate(frames)]
+        return torch.cat(out).clamp_(-1, 1)
 
     def prepare(self, image: Image.Image) -> Image.Image:
         """Rescale as configured (`size`/`max_size`); checks the minimum size."""
@@ -195,6 +253,14 @@ def _check_settings(device: torch.device, precision: str, tile: int | None, tile
         check_tiling(tile, tile_overlap, MIN_SIDE)
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be at least 1")
+
+
+def _check_statistics(tile_stats: str, tile_calibration: int) -> None:
+    if tile_stats not in TILE_STATS:
+        raise invalid("tile_stats", tile_stats, "not a statistics extent", " / ".join(TILE_STATS))
+    if not isinstance(tile_calibration, int) or tile_calibration < 0:
+        raise invalid("tile_calibration", tile_calibration, "not a count of passes",
+                      "an integer >= 0")
 
 
 def to_fast_cpu_layout(generator: nn.Module) -> nn.Module:
