@@ -29,8 +29,9 @@ TOLERANCE = 1e-4
 # Few channels, so exporting each generator takes seconds. A generator missing here is exported
 # at its default size (slower, still tested).
 TINY_ARGS = {
+    # input_skip: the demo's head, tanh(head + atanh(x)), must export too.
     "unet_attn": {"base_channels": 8, "channel_mults": [1, 2], "depth": 2,
-                  "attention_resolutions": [2, 4], "num_res_blocks": 1},
+                  "attention_resolutions": [2, 4], "num_res_blocks": 1, "input_skip": True},
     "resnet": {"base_channels": 4, "n_blocks": 2},
     "reference_unet": {"base_channels": 4, "num_downs": 5},
     "cut_resnet": {"base_channels": 4, "n_blocks": 2},
