@@ -311,6 +311,20 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def merge_reports(paths: list[Path], out: Path, table: Path | None) -> int:
+    reports = [json.loads(p.read_text()) for p in paths]
+    merged = {**reports[0], "tasks": {}, "merged_from": [str(p) for p in paths]}
+    for report in reports:
+        for task, results in report["tasks"].items():
+            merged["tasks"].setdefault(task, {}).update(results)
+    out.write_text(json.dumps(merged, indent=1))
+    text = markdown(merged)
+    print(text)
+    if table:
+        table.write_text(text)
+    return 0
+
+
 def _cell(values: list, digits: int) -> str:
     values = [v for v in values if isinstance(v, (int, float))]
     if not values:
@@ -345,7 +359,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grids", type=Path, help="folder for one sample grid per task")
     parser.add_argument("--out", type=Path, default=Path("bench_quality.json"))
     parser.add_argument("--table", type=Path, help="also write the markdown tables here")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                        help="combine earlier reports (e.g. contenders run in two processes side "
+                             "by side) into --out and --table, training nothing")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge_reports(args.merge, args.out, args.table)
     budget = 2.0 if args.quick else args.budget
     vgg = SHARED / "weights/vgg19_normalised_to_relu3_1.pth"
     table = contenders(vgg if vgg.is_file() else None)
