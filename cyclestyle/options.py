@@ -244,17 +244,43 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type,
             kwargs["type"] = list_parser(item)
         elif base in (int, float):
             kwargs["type"] = _number_parser(base)
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if meta.get("positional"):  # also accepted as the command's first argument
+            parser.add_argument(POSITIONAL_PREFIX + f.name, nargs="?", default=None,
+                                metavar=f.name.upper(), help=f"the same as {flag}")
+            kwargs["default"] = None  # dataclass_from_args checks that one of the two is given
+        elif required:
             kwargs["required"] = True
             kwargs.pop("default")
         parser.add_argument(flag, **kwargs)
+
+
+# The dest of a field's positional spelling (metadata "positional": True).
+POSITIONAL_PREFIX = "positional_"
 
 
 def dataclass_from_args(cls: type, args: argparse.Namespace, **extra: Any) -> Any:
     """Build `cls` from the parsed flags `add_dataclass_arguments` made (and `extra`)."""
     names = {f.name for f in dataclasses.fields(cls)}
     values = {k: v for k, v in vars(args).items() if k in names}
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("positional"):
+            values[f.name] = _one_of(f.name, values.get(f.name),
+                                     getattr(args, POSITIONAL_PREFIX + f.name, None))
     return cls(**values, **extra)
+
+
+def _one_of(name: str, flagged: Any, positional: Any) -> Any:
+    """A field given as --name or as the first argument, once."""
+    flag = "--" + name.replace("_", "-")
+    if flagged is not None and positional is not None and flagged != positional:
+        raise invalid(flag, flagged, f"the first argument says {positional!r}",
+                      f"give {name.upper()} once, as the first argument or as {flag}")
+    value = flagged if flagged is not None else positional
+    if value is None:
+        raise ConfigError(f"{flag}: missing: {name.upper()} is required, as the first argument "
+                          f"or as {flag}")
+    return value
 
 
 def _base_type(hint: Any) -> Any:

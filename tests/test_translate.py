@@ -423,3 +423,23 @@ def test_translate_benchmark_quick_run_reports_both_methods(tmp_path):
     assert tiled["tile"] == 128 and untiled["tile"] is None
     assert tiled["peak_rss_mib"] > 0 and untiled["peak_rss_mib"] > 0
     assert "attention" in report["memory_note"]
+
+
+def test_the_input_may_be_the_first_argument(checkpoint, tmp_path):
+    """`cyclestyle translate photo.png --output out.png`, as the README's video example has it."""
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.full((20, 28, 3), 90, np.uint8)).save(tmp_path / "in" / "photo.png")
+    out = tmp_path / "out"
+    assert main(["translate", str(tmp_path / "in" / "photo.png"), "--checkpoint", str(checkpoint),
+                 "--output", str(out), "--no-progress"]) == 0
+    assert Image.open(out / "photo.png").size == (28, 20)
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "--input: missing: INPUT is required, as the first argument or as --input"),
+    (["a.png", "--input", "b.png"], "--input: 'b.png' is invalid: the first argument says 'a.png'"),
+])
+def test_the_input_is_given_exactly_once(checkpoint, tmp_path, capsys, argv, message):
+    code = main(["translate", *argv, "--checkpoint", str(checkpoint), "--output",
+                 str(tmp_path / "out")])
+    assert code == 2 and message in capsys.readouterr().err

@@ -52,7 +52,8 @@ def size_or_train(text: str) -> int | str:
 class TranslateOptions:
     checkpoint: str = option(help=MODEL_SOURCES)
     input: str = option(help="an image, a video, a folder (searched for both), or a text file "
-                        "listing one path per line")
+                        "listing one path per line; also accepted as the first argument",
+                        positional=True)
     output: str = option(help="folder for the translated images and videos; for one video "
                          "input, a file name like out.mp4 works too")
     direction: str = option("a2b", help="a2b uses G_AB, b2a uses G_BA", choices=DIRECTIONS)
