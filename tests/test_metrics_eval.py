@@ -282,10 +282,22 @@ def test_training_fid_hook_keeps_the_best_of_the_chosen_fid(image_dirs, tmp_path
     fids = iter([10.0, 10.0, 10.0, 5.0, 8.0, 20.0])  # (a2b, b2a) at steps 1, 2, 3
     hook.score = lambda generator, d: {f"fid_{d}": next(fids), f"kid_{d}": 0.0,
                                        f"kid_{d}_std": 0.0}
-    flags = [hook(None, None, step)["is_best"] for step in (1, 2, 3)]
+    g_ab, g_ba = object(), object()  # stand-ins: score is replaced above
+    flags = [hook(g_ab, g_ba, step)["is_best"] for step in (1, 2, 3)]
     assert flags == expected
     chosen = {"mean": [10.0, 7.5, 14.0], "a2b": [10.0, 10.0, 8.0], "b2a": [10.0, 5.0, 20.0]}[best]
     assert hook.best_fid == min(chosen) and hook.best_step == 1 + chosen.index(min(chosen))
+
+
+def test_training_fid_hook_judges_one_way_runs_by_a2b(image_dirs, tmp_path):
+    hook = TrainingFID(image_dirs[0], image_dirs[1], every=1, extractor=TinyEmbed(),
+                       image_size=32, cache_dir=tmp_path / "cache", kid_subsets=4, best="mean")
+    fids = iter([12.0, 9.0])
+    hook.score = lambda generator, d: {f"fid_{d}": next(fids), f"kid_{d}": 0.5,
+                                       f"kid_{d}_std": 0.0}
+    first, second = (hook(object(), None, step) for step in (1, 2))  # cut: no G_BA
+    assert "fid_b2a" not in first and first["fid_mean"] == 12.0 and first["kid_mean"] == 0.5
+    assert second["is_best"] == 1 and hook.best_fid == 9.0 and hook.best_step == 2
 
 
 def test_a_best_chosen_by_another_fid_is_not_carried_over(image_dirs, tmp_path, caplog):

@@ -13,7 +13,7 @@ from cyclestyle.cli import main
 from tests.helpers import tiny_config, write_images, write_tiny_inception
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHARTS = ["chart-losses", "chart-fid", "chart-kid"]
+CHARTS = ["chart-losses", "chart-fid", "chart-kid", "chart-change", "chart-d_accuracy"]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,9 @@ def test_page_references_existing_images_and_draws_every_chart(run_dir):
     assert page.svgs == CHARTS
     keys = {line["data-key"]: line["points"].split() for line in page.polylines}
     assert set(keys) == {"g_total", "d_a", "d_b", "cycle", "eval_fid_a2b", "eval_fid_b2a",
-                         "eval_fid_mean", "eval_kid_a2b", "eval_kid_b2a", "eval_kid_mean"}
+                         "eval_fid_mean", "eval_kid_a2b", "eval_kid_b2a", "eval_kid_mean",
+                         "change_ab", "change_ba", "d_a_acc_real", "d_a_acc_fake",
+                         "d_b_acc_real", "d_b_acc_fake"}
     assert len(keys["g_total"]) == 4  # log steps 2, 4, 6, 8
     assert len(keys["eval_fid_b2a"]) == 2  # eval steps 4, 8
     for prefix in ("step", "heldout_step"):  # training and held-out grids at steps 8 and 4
@@ -88,13 +90,14 @@ def test_page_renders_with_visible_charts_in_headless_chromium(run_dir, tmp_path
                     "--no-first-run", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync",
                     f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
-                    "--hide-scrollbars", "--window-size=1800,900",
+                    "--hide-scrollbars", "--window-size=2900,900",
                     (run_dir / "index.html").as_uri()],
                    check=True, timeout=120, capture_output=True)
     image = np.asarray(Image.open(shot).convert("RGB")).astype(int)
-    # The three charts sit side by side below the summary table (y about 150..450): the
-    # coloured lines are the only saturated pixels there (text and axes are grey).
-    for name, left in zip(CHARTS, (0, 560, 1100)):
+    # The five charts (boxes 540 px wide, 16 px apart, after the 16 px page margin) sit side
+    # by side below the summary table (y about 150..450): the coloured lines are the only
+    # saturated pixels there (text and axes are grey).
+    for name, left in zip(CHARTS, range(16, 16 + 5 * 556, 556)):
         region = image[120:480, left:left + 540]
         coloured = int((region.max(-1) - region.min(-1) > 80).sum())
         assert coloured > 200, f"{name}: only {coloured} coloured pixels at x {left}..{left + 540}"

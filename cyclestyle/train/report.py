@@ -16,13 +16,16 @@ from typing import Any
 
 from cyclestyle.atomic import write_text_atomic
 
-__all__ = ["FID_KEYS", "KID_KEYS", "LOSS_KEYS", "write_report"]
+__all__ = ["ACCURACY_KEYS", "CHANGE_KEYS", "FID_KEYS", "KID_KEYS", "LOSS_KEYS", "write_report"]
 
-LOSS_KEYS = ("g_total", "d_a", "d_b", "cycle")
+LOSS_KEYS = ("g_total", "d_a", "d_b", "cycle", "nce")
+# The diagnostics (train/diagnostics.py): a generator copying its input, a discriminator winning.
+CHANGE_KEYS = ("change_ab", "change_ba")
+ACCURACY_KEYS = ("d_a_acc_real", "d_a_acc_fake", "d_b_acc_real", "d_b_acc_fake")
 # Both directions and their mean; eval_fid is G_AB's FID in runs of cyclestyle < 0.2.
 FID_KEYS = ("eval_fid_a2b", "eval_fid_b2a", "eval_fid_mean", "eval_fid")
 KID_KEYS = ("eval_kid_a2b", "eval_kid_b2a", "eval_kid_mean")
-COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e")  # saturated: the browser test finds them
+COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd")  # saturated: the browser test finds them
 WIDTH, HEIGHT, PAD = 520, 220, 40
 
 
@@ -40,6 +43,9 @@ def write_report(run_dir: str | Path) -> Path:
             _chart("losses", "Training losses", rows, LOSS_KEYS),
             _chart("fid", "Held-out FID (lower is better)", rows, FID_KEYS),
             _chart("kid", "Held-out KID (lower is better)", rows, KID_KEYS),
+            _chart("change", "Mean |G(x) - x| (near 0: the generator copies)", rows, CHANGE_KEYS),
+            _chart("d_accuracy", "Discriminator accuracy on real and fake patches", rows,
+                   ACCURACY_KEYS),
             "</div>",
             _samples(run, "step", "Samples: training images"),
             _samples(run, "heldout_step", "Samples: held-out images"),
@@ -138,6 +144,7 @@ _PAGE = """<!DOCTYPE html>
 <style>
 body {{ font-family: sans-serif; margin: 16px; background: #fff; color: #222; }}
 .charts {{ display: flex; flex-wrap: wrap; gap: 16px; }}
+.chart {{ width: 540px; }}
 .chart h2, h2 {{ font-size: 16px; margin: 8px 0; }}
 svg text {{ font-size: 11px; fill: #555; }}
 .summary th {{ text-align: left; padding-right: 12px; }}
