@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_common import in_subprocess, random_demo_checkpoint  # noqa: E402 (scripts/ on sys.path)
 from PIL import Image
 
 from cyclestyle.models.norm_stats import RecordStatistics
@@ -58,19 +58,6 @@ def source_image(width: int, height: int) -> Image.Image:
     yy, xx = np.mgrid[0:height, 0:width]
     pixels = 127 + 100 * np.sin(xx[..., None] / 53 + yy[..., None] / 71 + np.arange(3))
     return Image.fromarray(pixels.astype(np.uint8))
-
-
-def random_demo_checkpoint(folder: Path) -> str:
-    from cyclestyle.checkpoint import plain_state_dict, save_checkpoint
-    from cyclestyle.models.factory import build_generators
-    from cyclestyle.train.config import load_config
-
-    config = load_config(REPO / "configs/demo.yaml")
-    torch.manual_seed(0)
-    g_ab, g_ba = build_generators(config.model)
-    models = {"g_ab": plain_state_dict(g_ab), "g_ba": plain_state_dict(g_ba)}
-    save_checkpoint({"config": config.to_dict(), "models": models}, folder, step=1, keep=1)
-    return str(folder)
 
 
 def _peak_rss_mib() -> float:
@@ -125,14 +112,6 @@ def statistics_error(spec: dict, full_stats: str) -> dict:
             "median_std_ratio": [round(r, 4) for r in std_ratio]}
 
 
-def in_subprocess(spec: dict) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)],
-                          capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        sys.exit(f"case {spec['name']} failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def difference(a: np.ndarray, b: np.ndarray) -> dict:
     levels = np.abs(a.astype(np.int16) - b.astype(np.int16))
     return {"mean_abs_levels": round(float(levels.mean()), 2),
@@ -164,7 +143,7 @@ def main() -> None:
                     "output": str(root / f"{len(results)}.npy"), "precision": args.precision,
                     "tile": plan["tile"] if tiled else None, "stats": stats,
                     "calibration": calibration}
-            result = {"case": name, **in_subprocess(spec)}
+            result = {"case": name, **in_subprocess(__file__, spec)}
             outputs[name] = np.load(spec["output"])
             if tiled:
                 result.update(difference(outputs[name], outputs["untiled"]))

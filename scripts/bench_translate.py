@@ -32,7 +32,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -41,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_common import in_subprocess  # noqa: E402 (scripts/ on sys.path)
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -212,14 +212,6 @@ def run_one(spec: dict) -> dict:
     return {**result, "images_per_s": spec["images"] / result["seconds"]}
 
 
-def in_subprocess(spec: dict) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)],
-                          capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        sys.exit(f"case {spec['kind']} failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 # ---------------------------------------------------------------------------- the cases
 
 
@@ -233,7 +225,7 @@ def throughput(root: Path, model: dict, size: int, count: int, repeats: int,
             output = root / f"out_{size}_{kind}"
             spec = {"kind": kind, "checkpoint": model["checkpoint"], "input": str(inputs),
                     "output": str(output), "device": device, "images": count}
-            runs[kind].append(in_subprocess(spec))
+            runs[kind].append(in_subprocess(__file__, spec))
             shutil.rmtree(output)
             print(f"{size}px {kind:5s} rep {rep + 1}/{repeats}: "
                   f"{runs[kind][-1]['images_per_s']:.2f} images/s", file=sys.stderr)
@@ -259,7 +251,7 @@ def memory(root: Path, model: dict, width: int, height: int, tile: int | None,
     spec = {"kind": "ours", "checkpoint": model["checkpoint"], "input": str(inputs),
             "output": str(root / "out_memory"), "device": device, "images": 1, "tile": tile,
             "workers": 0}
-    result = in_subprocess(spec)
+    result = in_subprocess(__file__, spec)
     shutil.rmtree(root / "out_memory")
     print(f"{width}x{height} tile={tile}: peak RSS {result['peak_rss_mib']:.0f} MiB, "
           f"{result['seconds']:.1f} s", file=sys.stderr)

@@ -34,7 +34,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_common import in_subprocess, random_demo_checkpoint  # noqa: E402 (scripts/ on sys.path)
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,19 +91,6 @@ def synthetic_clips(height: int, frames: int) -> dict[str, tuple[list, np.ndarra
             "pan": ([sensor_noise(wide[:, int(1.5 * t):int(1.5 * t) + width], rng)
                      for t in range(frames)], None),
             "lamp": (lamp, away)}
-
-
-def random_demo_checkpoint(folder: Path) -> str:
-    from cyclestyle.checkpoint import plain_state_dict, save_checkpoint
-    from cyclestyle.models.factory import build_generators
-    from cyclestyle.train.config import load_config
-
-    config = load_config(REPO / "configs/demo.yaml")
-    torch.manual_seed(0)
-    g_ab, g_ba = build_generators(config.model)
-    models = {"g_ab": plain_state_dict(g_ab), "g_ba": plain_state_dict(g_ba)}
-    save_checkpoint({"config": config.to_dict(), "models": models}, folder, step=1, keep=1)
-    return str(folder)
 
 
 # ---------------------------------------------------------------------------- flicker
@@ -223,14 +210,6 @@ def run_one(spec: dict) -> dict:
     return {"frames": frames, "seconds": seconds, "fps": frames / seconds}
 
 
-def in_subprocess(spec: dict) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)],
-                          capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        sys.exit(f"case {spec['kind']} failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def speed(root: Path, checkpoint: str, cases: list[tuple[int, int, int]]) -> list[dict]:
     from scripts.synthetic import write_clip
 
@@ -243,7 +222,7 @@ def speed(root: Path, checkpoint: str, cases: list[tuple[int, int, int]]) -> lis
             for kind in ("ours", "naive") if rep % 2 == 0 else ("naive", "ours"):
                 spec = {"kind": kind, "checkpoint": checkpoint, "input": str(source),
                         "output": str(root / f"speed_{height}_{kind}.mp4")}
-                fps[kind].append(in_subprocess(spec)["fps"])
+                fps[kind].append(in_subprocess(__file__, spec)["fps"])
                 print(f"{height}p {kind}: {fps[kind][-1]:.2f} frames/s", file=sys.stderr)
         row = {"height": height, "width": height * 4 // 3 // 2 * 2, "frames": frames, "runs": runs,
                **{f"{k}_fps": round(statistics.median(v), 3) for k, v in fps.items()}}

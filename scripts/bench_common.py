@@ -1,0 +1,40 @@
+"""What the benchmark scripts share: a stand-in checkpoint and one case per process.
+
+Imported as `bench_common` (a script's own folder is first on sys.path).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def random_demo_checkpoint(folder: Path) -> str:
+    """configs/demo.yaml's generators with seeded random weights, saved as a run in `folder`
+    (for smoke runs without a trained model: their numbers say little)."""
+    import torch
+
+    from cyclestyle.checkpoint import plain_state_dict, save_checkpoint
+    from cyclestyle.models.factory import build_generators
+    from cyclestyle.train.config import load_config
+
+    config = load_config(REPO / "configs/demo.yaml")
+    torch.manual_seed(0)
+    g_ab, g_ba = build_generators(config.model)
+    models = {"g_ab": plain_state_dict(g_ab), "g_ba": plain_state_dict(g_ba)}
+    save_checkpoint({"config": config.to_dict(), "models": models}, folder, step=1, keep=1)
+    return str(folder)
+
+
+def in_subprocess(script: str | Path, spec: dict) -> dict:
+    """Run `script --one SPEC_JSON` in a fresh process (its own time and peak memory) and
+    return the JSON its last output line holds; exit with its stderr if it failed."""
+    proc = subprocess.run([sys.executable, str(script), "--one", json.dumps(spec)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        sys.exit(f"case {spec.get('kind', spec)} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
