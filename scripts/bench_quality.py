@@ -272,17 +272,46 @@ def _flatten_metrics(results: dict, prefix: str = "") -> dict:
     return flat
 
 
-def save_grid(task: Task, rows: dict[str, list[np.ndarray]], path: Path, count: int = 6) -> None:
-    """Inputs, then each contender's translations: one row each, `count` columns."""
-    side = 64
-    def cell(pixels: np.ndarray) -> np.ndarray:
-        return np.asarray(Image.fromarray(pixels).resize((side, side), Image.Resampling.BICUBIC))
+def save_grid(task: Task, rows: dict[str, list[np.ndarray]], path: Path,
+              count: int = 6) -> dict:
+    """Labelled rows of `count` held-out images: the inputs, their true translations (task 1),
+    then each contender's translations."""
+    from cyclestyle.imageio import make_grid_image, pil_to_tensor, save_image_atomic
 
-    inputs = [np.asarray(load_image(p)) for p in task.held_out[:count]]
-    lines = [np.concatenate([cell(x) for x in inputs], axis=1)]
-    lines += [np.concatenate([cell(x) for x in images[:count]], axis=1) for images in rows.values()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(lines, axis=0)).save(path)
+    side = 64
+
+    def row(images: list) -> torch.Tensor:
+        return torch.stack([pil_to_tensor(Image.fromarray(np.asarray(x)).resize(
+            (side, side), Image.Resampling.BICUBIC)) for x in images[:count]])
+
+    lines = {"input": [load_image(p) for p in task.held_out[:count]]}
+    if task.truths:
+        lines["true translation"] = [load_image(p) for p in task.truths[:count]]
+    lines |= rows
+    save_image_atomic(make_grid_image([row(x) for x in lines.values()], list(lines),
+                                      label_width=130, pad=GRID_PAD), path)
+    return {"path": str(path), "shared_rows": len(lines) - len(rows), "row_height": side}
+
+
+GRID_PAD = 2
+
+
+def stack_grids(grids: list[dict], path: Path) -> None:
+    """One grid from several runs' grids of the same task: the first whole, the others
+    without the rows they share with it (inputs, true translations)."""
+    from cyclestyle.imageio import save_image_atomic
+
+    parts = []
+    for i, grid in enumerate(grids):
+        image = Image.open(grid["path"]).convert("RGB")
+        top = 0 if i == 0 else GRID_PAD + grid["shared_rows"] * (grid["row_height"] + GRID_PAD)
+        parts.append(image.crop((0, top, image.width, image.height)))
+    canvas = Image.new("RGB", (max(p.width for p in parts), sum(p.height for p in parts)), "white")
+    y = 0
+    for part in parts:
+        canvas.paste(part, (0, y))
+        y += part.height
+    save_image_atomic(canvas, path)
 
 
 # --- the table ------------------------------------------------------------------------------
@@ -303,8 +332,9 @@ def markdown(report: dict) -> str:
         lines += [f"**{task}**", "",
                   "| contender | " + " | ".join(c[1] for c in columns) + " | seeds | steps | images seen | s |",
                   "|---" * (len(columns) + 5) + "|"]
-        for name, result in results.items():
-            runs = result["runs"]
+        bar_first = sorted(results, key=lambda name: name != "untranslated")  # stable sort
+        for name in bar_first:
+            runs = results[name]["runs"]
             cells = [_cell([r.get(key) for r in runs], digits) for key, _, digits in columns]
             info = [len(runs), _cell([r.get("steps") for r in runs], 0),
                     _cell([r.get("images_seen") for r in runs], 0), _cell([r.get("seconds") for r in runs], 0)]
@@ -313,12 +343,20 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def merge_reports(paths: list[Path], out: Path, table: Path | None) -> int:
+def merge_reports(paths: list[Path], out: Path, table: Path | None,
+                  grids: Path | None = None) -> int:
     reports = [json.loads(p.read_text()) for p in paths]
-    merged = {**reports[0], "tasks": {}, "merged_from": [str(p) for p in paths]}
+    merged = {**reports[0], "tasks": {}, "grids": {}, "merged_from": [str(p) for p in paths]}
     for report in reports:
         for task, results in report["tasks"].items():
             merged["tasks"].setdefault(task, {}).update(results)
+    if grids:
+        for task in merged["tasks"]:
+            parts = [r["grids"][task] for r in reports if task in r.get("grids", {})]
+            if parts:
+                path = grids / f"quality_{task}.png"
+                stack_grids(parts, path)
+                merged["grids"][task] = {**parts[0], "path": str(path)}
     out.write_text(json.dumps(merged, indent=1))
     text = markdown(merged)
     print(text)
@@ -353,12 +391,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="training seconds per contender and task (default: %(default)s)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per contender")
     parser.add_argument("--tasks", default="demo,photo2painting")
-    parser.add_argument("--contenders", default="", help="comma-separated names (default: all)")
+    parser.add_argument("--contenders", default="", help="comma-separated names (default: all; the untranslated "
+                             "inputs are always scored, and 'untranslated' alone trains nothing)")
     parser.add_argument("--size", type=int, default=64, help="training crop (default: 64)")
     parser.add_argument("--held-out", type=int, default=8,
                         help="photos held out in task 2 (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="smoke run: seconds, tiny models")
-    parser.add_argument("--grids", type=Path, help="folder for one sample grid per task")
+    parser.add_argument("--grids", type=Path,
+                        help="folder for one sample grid per task (with --merge: the reports' "
+                             "grids stacked into one per task)")
     parser.add_argument("--out", type=Path, default=Path("bench_quality.json"))
     parser.add_argument("--table", type=Path, help="also write the markdown tables here")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
@@ -366,18 +407,19 @@ def main(argv: list[str] | None = None) -> int:
                              "by side) into --out and --table, training nothing")
     args = parser.parse_args(argv)
     if args.merge:
-        return merge_reports(args.merge, args.out, args.table)
+        return merge_reports(args.merge, args.out, args.table, args.grids)
     budget = 2.0 if args.quick else args.budget
     vgg = SHARED / "weights/vgg19_normalised_to_relu3_1.pth"
     table = contenders(vgg if vgg.is_file() else None)
     names = [n for n in args.contenders.split(",") if n] or list(table)
     if args.quick and not args.contenders:
         names = ["reference-small", "ours", "ours+all"]
+    names = [n for n in names if n != "untranslated"]  # always scored (alone: nothing trains)
     unknown = sorted(set(names) - set(table))
     if unknown:
         parser.error(f"--contenders: {','.join(unknown)} unknown; valid: {','.join(table)}")
     report = {"host": host(), "budget_s": budget, "size": args.size, "quick": args.quick,
-              "tasks": {}}
+              "tasks": {}, "grids": {}}
     with tempfile.TemporaryDirectory(prefix="bench_quality_") as tmp:
         root = Path(tmp)
         tasks = []
@@ -407,12 +449,16 @@ def main(argv: list[str] | None = None) -> int:
                           flush=True)
                 results[name] = {"note": contender.note, "overrides": contender.overrides,
                                  "runs": runs}
-            if task.truths:  # the untranslated inputs, scored the same way, for the bar
-                inputs = translate(torch.nn.Identity(), task.held_out, args.size)
-                results["untranslated"] = {"runs": [score_demo(task, inputs)]}
+            # The untranslated inputs, scored the same way: the bar, and what a generator
+            # that copies its input would score.
+            inputs = translate(torch.nn.Identity(), task.held_out, args.size)
+            results["untranslated"] = {"runs": [
+                score_demo(task, inputs) if task.truths else
+                score_photo2painting(task, inputs, root / task.name / "untranslated")]}
             report["tasks"][task.name] = results
             if args.grids:
-                save_grid(task, grids, args.grids / f"quality_{task.name}.png")
+                report["grids"][task.name] = save_grid(task, grids,
+                                                       args.grids / f"quality_{task.name}.png")
     args.out.write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out}")
     table = markdown(report)
