@@ -42,3 +42,16 @@ def write_tiny_inception(path: Path) -> Path:
     torch.manual_seed(0)
     torch.jit.script(TinyEmbed()).save(str(path))
     return path
+
+
+def run_benchmark(script: str, out: Path, *flags: str) -> dict:
+    """Run `scripts/<script> *flags --out out` in a fresh interpreter (as users run it) and
+    return its JSON report; a failed run fails with the end of its stderr."""
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, f"scripts/{script}", *flags, "--out", str(out)],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(out.read_text())

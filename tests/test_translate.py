@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -409,11 +408,9 @@ def test_two_processes_translate_every_file_exactly_once(checkpoint, tmp_path):
 @pytest.mark.slow
 def test_translate_benchmark_quick_run_reports_both_methods(tmp_path):
     """scripts/bench_translate.py --quick (tiny model, small images; ~15 s on 2 idle cores)."""
-    out = tmp_path / "bench.json"
-    result = subprocess.run([sys.executable, "scripts/bench_translate.py", "--quick", "--out",
-                             str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(out.read_text())
+    from tests.helpers import run_benchmark
+
+    report = run_benchmark("bench_translate.py", tmp_path / "bench.json", "--quick")
     assert report["model"]["source"] == "configs/tiny.yaml"
     for case in report["throughput"]:
         ours, naive = case["ours"]["median_images_per_s"], case["naive"]["median_images_per_s"]

@@ -105,17 +105,9 @@ def test_bad_tile_flags_are_one_line_errors_before_any_work(tmp_path, capsys):
 @pytest.mark.slow
 def test_tiling_benchmark_quick_run_reports_every_case(tmp_path):
     """scripts/bench_tiling.py --quick (640x480, tile 256; ~20 s on 2 idle cores)."""
-    import json
-    import subprocess
-    import sys
+    from tests.helpers import run_benchmark
 
-    from tests.helpers import REPO
-
-    out = tmp_path / "bench.json"
-    result = subprocess.run([sys.executable, "scripts/bench_tiling.py", "--quick", "--out",
-                             str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(out.read_text())
+    report = run_benchmark("bench_tiling.py", tmp_path / "bench.json", "--quick")
     assert report["host"]["cpu_capability"] and report["tile"] == 256
     cases = {case["case"]: case for case in report["cases"]}
     assert "mean_abs_levels" not in cases["untiled"]

@@ -245,14 +245,10 @@ def test_two_generator_streams_write_the_same_video_as_one(checkpoint, tmp_path,
 @pytest.mark.slow
 def test_video_benchmark_quick_run_reports_flicker_and_speed(tmp_path):
     """scripts/bench_video.py --flicker --speed --quick (64p clips; ~15 s on 2 idle cores)."""
-    import json
+    from tests.helpers import run_benchmark
 
-    out = tmp_path / "bench.json"
-    result = subprocess.run([sys.executable, "scripts/bench_video.py", "--flicker", "--speed",
-                             "--quick", "--out", str(out)], cwd=REPO, capture_output=True,
-                            text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(out.read_text())
+    report = run_benchmark("bench_video.py", tmp_path / "bench.json", "--flicker", "--speed",
+                           "--quick")
     assert report["host"]["cpu_capability"]
     assert [row["clip"] for row in report["flicker"]] == ["static", "pan", "lamp"]
     for row in report["flicker"]:

@@ -145,7 +145,10 @@ def run_translate(args: argparse.Namespace) -> int:
                               opts.max_pixels, opts.progress, rank, world,
                               overwrite=opts.overwrite, video=video)
     if state is not None:
-        summary = _gather(summary)
+        try:
+            summary = _gather(summary)
+        finally:  # a live process group at exit aborts a rank now and then ("terminate
+            state.destroy_process_group()  # called without an active exception")
     if rank == 0:
         from cyclestyle.translate.runner import UNREADABLE_FOLDER
 
