@@ -127,6 +127,21 @@ def limit_threads(requested: int | None = None) -> int:
     return threads
 
 
+LOG_BAR_SECONDS = 30.0  # a progress bar written to a file or pipe redraws this often
+
+
+def bar_interval(stream: Any = None) -> float:
+    """Seconds between progress-bar redraws on `stream` (default stderr): tqdm's 0.1 on a
+    terminal; LOG_BAR_SECONDS in a log file or CI pipe, where every redraw is kept and a run's
+    bar would otherwise fill it with thousands of copies."""
+    stream = sys.stderr if stream is None else stream
+    try:
+        interactive = stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        interactive = False
+    return 0.1 if interactive else LOG_BAR_SECONDS
+
+
 def retain_freed_memory() -> bool:
     """Ask glibc to keep freed memory for reuse instead of returning it to the OS (Linux).
 

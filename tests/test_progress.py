@@ -20,7 +20,7 @@ def _lines(stream: io.StringIO) -> list[str]:
 
 def test_bar_shows_steps_images_per_second_eta_and_losses():
     out = io.StringIO()
-    progress = TrainingProgress(file=out)
+    progress = TrainingProgress(file=out, redraw_seconds=0.1)  # a terminal's rate
     progress.start(total_steps=100, step=10, images_per_step=8)  # e.g. batch 4 x 2 processes
     progress.losses({"g_total": 1.23456, "d_a": 0.25, "d_b": 0.5, "cycle": 9.0})
     for _ in range(5):
@@ -38,7 +38,7 @@ def test_bar_shows_steps_images_per_second_eta_and_losses():
 
 def test_a_pause_is_named_on_the_bar_and_kept_out_of_the_rate():
     out = io.StringIO()
-    progress = TrainingProgress(file=out)
+    progress = TrainingProgress(file=out, redraw_seconds=0.1)
     progress.start(total_steps=1000, step=0, images_per_step=1)
     for _ in range(4):
         time.sleep(0.12)
@@ -53,6 +53,26 @@ def test_a_pause_is_named_on_the_bar_and_kept_out_of_the_rate():
     # Counted, the pause would have cut the smoothed rate to about a fifth (tqdm's EMA, 0.3).
     assert progress.bar.format_dict["rate"] > 0.8 * rate_before
     progress.close()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("stream, redraws_allowed", [(_Terminal, range(15, 33)),
+                                                     (io.StringIO, range(2, 4))])
+def test_a_bar_into_a_log_redraws_rarely_and_into_a_terminal_often(stream, redraws_allowed):
+    out = stream()
+    progress = TrainingProgress(file=out)  # the redraw interval follows the stream
+    progress.start(total_steps=30, step=0, images_per_step=1)
+    for _ in range(30):
+        time.sleep(0.11)  # 3.3 s: past a terminal's 0.1 s each step, far short of a log's 30 s
+        progress.step()
+    progress.close()
+    redraws = sum("/30 [" in line for line in _lines(out))
+    assert redraws in redraws_allowed  # at most: the first, one per step, the last
+    assert "30/30" in _lines(out)[-1]
 
 
 def test_without_a_bar_statuses_are_logged_with_their_duration(caplog):

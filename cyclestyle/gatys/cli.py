@@ -183,7 +183,7 @@ def run_cli(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from cyclestyle.gatys.transfer import blend_weights, load_vgg
-    from cyclestyle.runtime import describe_precision, resolve_precision
+    from cyclestyle.runtime import bar_interval, describe_precision, resolve_precision
 
     for job in jobs:  # a blend that does not fit fails before the VGG loads
         blend_weights(len(job.styles), args.style_weights)
@@ -196,7 +196,8 @@ def run_cli(args: argparse.Namespace) -> int:
     vgg = load_vgg(config, args.vgg_weights, device)
     init = _load(init_path, device) if init_path else args.init
     total = len(jobs) * sum(config.stage_iterations())
-    with tqdm(total=total, unit="it", desc="gatys", dynamic_ncols=True) as bar:
+    with tqdm(total=total, unit="it", desc="gatys", dynamic_ncols=True,
+              mininterval=bar_interval()) as bar:
         for job in jobs:
             bar.set_description(job.output.name)
             _run_job(job, vgg, config, args.style_weights, init, device, bar)

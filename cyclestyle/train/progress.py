@@ -18,6 +18,8 @@ from typing import IO
 
 from tqdm.auto import tqdm
 
+from cyclestyle.runtime import bar_interval
+
 __all__ = ["LOSSES_SHOWN", "TrainingProgress"]
 
 log = logging.getLogger(__name__)
@@ -33,8 +35,10 @@ class TrainingProgress:
     log statuses where there is no bar (false on the other processes, which would repeat them)."""
 
     def __init__(self, show_bar: bool = True, speak: bool = True,
-                 file: IO[str] | None = None) -> None:
+                 file: IO[str] | None = None, redraw_seconds: float | None = None) -> None:
         self.show_bar, self.speak, self.file = show_bar, speak, file
+        # None: as often as a terminal suits, or every LOG_BAR_SECONDS into a log or pipe
+        self.redraw_seconds = redraw_seconds
         self.bar: tqdm | None = None
         self.images_per_step = 1
         self._losses = ""
@@ -44,8 +48,11 @@ class TrainingProgress:
         over all processes (batch size x processes x accumulation)."""
         self.images_per_step = images_per_step
         if self.show_bar:
+            interval = self.redraw_seconds
+            if interval is None:
+                interval = bar_interval(self.file)
             self.bar = tqdm(total=total_steps, initial=step, desc=DESCRIPTION, unit="step",
-                            dynamic_ncols=True, file=self.file)
+                            dynamic_ncols=True, file=self.file, mininterval=interval)
 
     def step(self) -> None:
         if self.bar is None:

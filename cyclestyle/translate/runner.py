@@ -211,10 +211,13 @@ def _run(translator: Translator, jobs: list[Job], summary: Summary, workers: int
          max_pixels: int | None, progress: bool) -> None:
     from tqdm import tqdm
 
+    from cyclestyle.runtime import bar_interval
+
     dataset = _DecodeDataset(jobs, translator.size, translator.max_size, max_pixels)
     loader = DataLoader(dataset, batch_size=None, collate_fn=_single, num_workers=workers,
                         prefetch_factor=4 if workers else None, persistent_workers=False)
-    bar = tqdm(total=len(jobs), unit="img", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(jobs), unit="img", disable=not progress, dynamic_ncols=True,
+               mininterval=bar_interval())
 
     def written(index: int) -> None:
         summary.translated += 1

@@ -126,12 +126,15 @@ def translate_video(translator: Translator, source: Path, target: Path,
     """
     from tqdm import tqdm
 
+    from cyclestyle.runtime import bar_interval
+
     settings = settings or VideoSettings()
     if settings.stats not in VIDEO_STATS:
         raise ValueError(f"video stats {settings.stats!r}; choose one of {VIDEO_STATS}")
     with VideoReader(source) as reader, tqdm(total=reader.frames or None, unit="frame",
                                              desc=source.name, disable=not progress,
-                                             dynamic_ncols=True, leave=False) as bar:
+                                             dynamic_ncols=True, leave=False,
+                                             mininterval=bar_interval()) as bar:
         size = _output_size(translator, reader.width, reader.height, source)
         running = RunningStatistics(settings.window) if settings.stats == "running" else None
         frames = _FrameBatches(translator, reader, size, running)
