@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: a stand-in checkpoint and one case per process.
+"""What the benchmark scripts share: the host description, a stand-in checkpoint and one case
+per process.
 
 Imported as `bench_common` (a script's own folder is first on sys.path).
 """
@@ -6,11 +7,28 @@ Imported as `bench_common` (a script's own folder is first on sys.path).
 from __future__ import annotations
 
 import json
+import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def host() -> dict:
+    """What every benchmark report states about where it ran: the kernels torch dispatches to
+    (and whether they were forced with ATEN_CPU_CAPABILITY), native bf16, threads and load."""
+    import torch
+
+    from cyclestyle.runtime import cpu_has_native_bf16
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    return {"cpu_capability": capability, "native_bf16": cpu_has_native_bf16(capability),
+            "emulated_capability": os.environ.get("ATEN_CPU_CAPABILITY") or None,
+            "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+            "machine": platform.machine(), "torch": torch.__version__,
+            "cuda": torch.cuda.is_available(), "load_average": os.getloadavg()}
 
 
 def random_demo_checkpoint(folder: Path) -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
 import sys
 import tempfile
@@ -37,8 +36,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 sys.path.insert(0, str(REPO / "scripts"))
 
+from bench_common import host  # noqa: E402 (scripts/ on sys.path)
+
 from cyclestyle.imageio import load_image, pil_to_tensor, to_uint8  # noqa: E402
-from cyclestyle.runtime import cpu_has_native_bf16  # noqa: E402
 
 
 @dataclass
@@ -378,11 +378,6 @@ def _cell(values: list, digits: int) -> str:
 
 # --- the run --------------------------------------------------------------------------------
 
-def host() -> dict:
-    capability = torch.backends.cpu.get_cpu_capability()
-    return {"cpu_capability": capability, "native_bf16": cpu_has_native_bf16(capability),
-            "threads": torch.get_num_threads(), "machine": platform.machine(),
-            "torch": torch.__version__, "cuda": torch.cuda.is_available()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -30,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_common import in_subprocess, random_demo_checkpoint  # noqa: E402 (scripts/ on sys.path)
+from bench_common import host, in_subprocess, random_demo_checkpoint  # noqa: E402 (scripts/ on sys.path)
 from PIL import Image
 
 from cyclestyle.models.norm_stats import RecordStatistics
@@ -45,10 +43,6 @@ CASES = [("untiled", None, "image", 0), ("per-tile statistics", "tile", "tile", 
          ("whole-image, 2 calibration rounds", "tile", "image", 2)]
 
 
-def host() -> dict:
-    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "machine": platform.machine(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg()}
 
 
 def source_image(width: int, height: int) -> Image.Image:

@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -41,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_common import in_subprocess, random_demo_checkpoint  # noqa: E402 (scripts/ on sys.path)
+from bench_common import host, in_subprocess, random_demo_checkpoint  # noqa: E402 (scripts/ on sys.path)
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,10 +50,6 @@ FULL = {"flicker": (256, 48), "speed": [(256, 48, 2), (512, 24, 2)]}  # (height,
 QUICK = {"flicker": (64, 12), "speed": [(64, 8, 1)]}
 
 
-def host() -> dict:
-    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "machine": platform.machine(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg()}
 
 
 def photo(width: int, height: int) -> np.ndarray:
