@@ -136,11 +136,12 @@ def tiled_apply(fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor
             out = images.new_zeros((n, result.shape[1], height, width), dtype=torch.float32)
             weight_sum = images.new_zeros((1, 1, height, width), dtype=torch.float32)
         for tile_out, t in zip(result, chunk):
-            window = _window(t.top, t.left, t.height, t.width, height, width, overlap)
+            window = _window(t.top, t.left, t.height, t.width, height, width,
+                             overlap).to(out.device)
             box = (slice(t.top, t.top + t.height), slice(t.left, t.left + t.width))
-            out[t.index, :, box[0], box[1]] += tile_out * window.to(out.device)
+            out[t.index, :, box[0], box[1]] += tile_out * window
             if t.index == 0:
-                weight_sum[0, :, box[0], box[1]] += window.to(out.device)
+                weight_sum[0, :, box[0], box[1]] += window
     return out / weight_sum
 
 
