@@ -65,6 +65,9 @@ def contenders(vgg_prefix: Path | None) -> dict[str, Contender]:
                                    note="the cycle objective (two generators) instead of CUT"),
         "ours-direct": Contender("ours-direct", ["model.generator_args.input_skip=false"],
                                  note="no input skip in the generator's head"),
+        "ours-g-instancenorm": Contender(
+            "ours-g-instancenorm", ["model.generator_args.norm=instance"],
+            note="InstanceNorm in the generator (the demo model until 2026-12-06)"),
         "ours-d-instancenorm": Contender(
             "ours-d-instancenorm", ["model.discriminator_args.norm=instance",
                                     "model.discriminator_args.spectral_norm=false"],
