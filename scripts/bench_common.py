@@ -31,16 +31,21 @@ def host() -> dict:
             "cuda": torch.cuda.is_available(), "load_average": os.getloadavg()}
 
 
-def random_demo_checkpoint(folder: Path) -> str:
-    """configs/demo.yaml's generators with seeded random weights, saved as a run in `folder`
-    (for smoke runs without a trained model: their numbers say little)."""
+# What the statistics benchmarks (tiling, video) measure are norm statistics, and the demo's
+# generator has none (norm: none): theirs is the demo's with InstanceNorm, as in the GPU configs.
+WITH_INSTANCE_NORM = ("model.generator_args.norm=instance",)
+
+
+def random_demo_checkpoint(folder: Path, overrides: tuple[str, ...] = ()) -> str:
+    """configs/demo.yaml's generators (with `overrides`) and seeded random weights, saved as a
+    run in `folder` (for smoke runs without a trained model: their numbers say little)."""
     import torch
 
     from cyclestyle.checkpoint import plain_state_dict, save_checkpoint
     from cyclestyle.models.factory import build_generators
     from cyclestyle.train.config import load_config
 
-    config = load_config(REPO / "configs/demo.yaml")
+    config = load_config(REPO / "configs/demo.yaml", list(overrides))
     torch.manual_seed(0)
     g_ab, g_ba = build_generators(config.model)
     models = {"g_ab": plain_state_dict(g_ab), "g_ba": plain_state_dict(g_ba)}

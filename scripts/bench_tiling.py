@@ -4,9 +4,10 @@ each costs: mean and 99th-percentile absolute difference in 8-bit levels against
 output, seconds and peak RSS, written as JSON.
 
 The image is a shared photo upscaled to 4000x3000 (LANCZOS); the generator is a trained
-checkpoint (`--checkpoint`, e.g. configs/demo.yaml trained for a few hundred steps), else
-configs/demo.yaml's generator with seeded random weights (then the numbers say little about a
-trained model). Cases, each in its own process so its time and peak RSS are its own:
+checkpoint with norm layers (`--checkpoint`, e.g. configs/demo.yaml trained for a few hundred
+steps with `--set model.generator_args.norm=instance`: the demo's own generator has no norms,
+so its tiles have no statistics to share and equal the untiled output), else that generator
+with seeded random weights (then the numbers say little about a trained model). Cases, each in its own process so its time and peak RSS are its own:
 untiled; `--tile` with each tile's own statistics; with whole-image statistics and 0, 1 and
 2 calibration rounds (cyclestyle.translate.tiling.image_statistics). Timed: translating the
 image (not loading the checkpoint). Precision fp32 by default, so differences are tiling's.
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_common import host, in_subprocess, random_demo_checkpoint  # noqa: E402 (scripts/ on sys.path)
+from bench_common import WITH_INSTANCE_NORM, host, in_subprocess, random_demo_checkpoint  # noqa: E402 (scripts/ on sys.path)
 from PIL import Image
 
 from cyclestyle.models.norm_stats import RecordStatistics
@@ -116,7 +117,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", help="a trained run folder or checkpoint (default: "
-                        "configs/demo.yaml's generator, random weights)")
+                        "configs/demo.yaml's generator with InstanceNorm, random weights)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 640x480, tile 256")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"])
     parser.add_argument("--out", default="bench_tiling.json")
@@ -125,11 +126,17 @@ def main() -> None:
     if args.one:
         print(json.dumps(run_one(json.loads(args.one))))
         return
+    from cyclestyle.translate.translator import Translator
+
     plan = QUICK if args.quick else FULL
     print(f"host: {host()}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        checkpoint = args.checkpoint or random_demo_checkpoint(root / "run")
+        checkpoint = args.checkpoint or random_demo_checkpoint(root / "run", WITH_INSTANCE_NORM)
+        if not Translator.from_pretrained(checkpoint, device="cpu").has_statistics:
+            print(f"bench_tiling: {checkpoint}: its generator has no norm layers, so tiles have "
+                  "no statistics to share; train one with norms (see --help)", file=sys.stderr)
+            sys.exit(2)
         source_image(*plan["size"]).save(root / "image.png", compress_level=1)
         results, outputs = [], {}
         for name, tiled, stats, calibration in CASES:
@@ -149,7 +156,7 @@ def main() -> None:
               "image": f"{plan['size'][0]}x{plan['size'][1]}",
               "source": str(PHOTO.name) if PHOTO.is_file() else "synthetic",
               "tile": plan["tile"], "tile_overlap": 64, "precision": args.precision,
-              "checkpoint": args.checkpoint or "configs/demo.yaml, random weights",
+              "checkpoint": args.checkpoint or "configs/demo.yaml with InstanceNorm, random weights",
               "cases": results, "downscaled_statistics": downscaled}
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}", file=sys.stderr)

@@ -23,7 +23,11 @@ Speed: frames per second at 256p and 512p (4:3, 48 and 24 frames, a slow pan, no
 Runs alternate (ours, naive, naive, ours, ...), each in its own process, timed from the first
 decoded frame to the closed file.
 
-    .venv/bin/python scripts/bench_video.py --flicker --speed --checkpoint runs/demo --out bench_video.json
+    .venv/bin/python scripts/bench_video.py --flicker --speed --checkpoint runs/demo_in --out bench_video.json
+
+(runs/demo_in: configs/demo.yaml trained with `--set model.generator_args.norm=instance`; the
+demo's own generator has no norms, so running statistics change nothing for it. Without
+--checkpoint: that generator with seeded random weights.)
     .venv/bin/python scripts/bench_video.py --flicker --speed --quick --out /tmp/bench_video.json  # smoke run
 """
 
@@ -39,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_common import host, in_subprocess, random_demo_checkpoint  # noqa: E402 (scripts/ on sys.path)
+from bench_common import WITH_INSTANCE_NORM, host, in_subprocess, random_demo_checkpoint  # noqa: E402 (scripts/ on sys.path)
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -230,8 +234,8 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--flicker", action="store_true", help="temporal consistency")
     parser.add_argument("--speed", action="store_true", help="frames/s, ours vs naive")
-    parser.add_argument("--checkpoint", help="a trained run (default: configs/demo.yaml's "
-                        "generator with random weights)")
+    parser.add_argument("--checkpoint", help="a trained run with norm layers (default: "
+                        "configs/demo.yaml's generator with InstanceNorm, random weights)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 64p, few frames")
     parser.add_argument("--cases", help="speed cases HEIGHT:FRAMES:RUNS,... (default: "
                         "256:48:2,512:24:2)")
@@ -247,10 +251,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"host: {host()}", file=sys.stderr)
     report = {"benchmark": "video", "quick": args.quick, "host": host(),
               "source": PHOTO.name if PHOTO.is_file() else "synthetic",
-              "checkpoint": args.checkpoint or "configs/demo.yaml, random weights"}
+              "checkpoint": args.checkpoint or "configs/demo.yaml with InstanceNorm, random weights"}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        checkpoint = args.checkpoint or random_demo_checkpoint(root / "run")
+        checkpoint = args.checkpoint or random_demo_checkpoint(root / "run", WITH_INSTANCE_NORM)
         if args.flicker:
             report["flicker"] = flicker(root, checkpoint, *plan["flicker"])
         if args.speed:

@@ -10,7 +10,7 @@ from PIL import Image
 
 from cyclestyle.cli import main
 from cyclestyle.models import create_generator
-from cyclestyle.models.norm_stats import FixedStatistics, RecordStatistics
+from cyclestyle.models.norm_stats import FixedStatistics, RecordStatistics, RunningStatistics
 from cyclestyle.translate.tiling import downscale_to_tile, plan_tiles
 from cyclestyle.translate.translator import Translator
 
@@ -60,6 +60,31 @@ def test_whole_image_statistics_keep_tiles_close_to_the_untiled_output():
     per_tile, whole, calibrated = tiled[("tile", 0)], tiled[("image", 0)], tiled[("image", 2)]
     assert whole < 0.5 * per_tile, tiled
     assert calibrated - floor < 0.25 * (whole - floor), (tiled, floor)
+
+
+def test_a_generator_without_norms_is_tiled_without_a_statistics_pass(monkeypatch):
+    """norm: none (the demo's generator) has no statistics to share: whole-image statistics
+    would cost a downscaled pass and change nothing, so tiles and video frames skip it."""
+    torch.manual_seed(0)
+    generator = create_generator("unet_attn", base_channels=8, channel_mults=[1, 2], depth=2,
+                                 attention_resolutions=[4], num_res_blocks=1, norm="none")
+    translator = Translator(generator, device="cpu", precision="fp32", tile=64, tile_overlap=16)
+    assert not translator.has_statistics
+    passes = []
+    original = translator.forward
+    monkeypatch.setattr(translator, "forward", lambda batch, stats=None: (
+        passes.append((tuple(batch.shape), stats)), original(batch, stats))[1])
+    image = contrasting_image()
+    out = translator.translate_tensor(image)
+    frames = translator.translate_frames(image.repeat(2, 1, 1, 1), RunningStatistics().batch(
+        [True, False]))
+    tiles = len(plan_tiles(1, 128, 192, 64, 16))
+    assert len(passes) == 3 * tiles  # the image's tiles, then each frame's: no extra pass
+    assert all(stats is None for _, stats in passes)
+    with torch.inference_mode():
+        torch.testing.assert_close(out, translator._tiled(image, None).clamp(-1, 1))
+        torch.testing.assert_close(frames[1:], out)
+    assert Translator(trained_like_generator(), device="cpu", tile=256).has_statistics
 
 
 def test_image_statistics_are_the_default_and_validated():

@@ -226,13 +226,16 @@ def statistics_layers(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, (InstanceNorm2d, GroupNorm))]
 
 
+def is_per_input_norm(module: nn.Module) -> bool:
+    """A norm that normalises each input with that input's own statistics (torch's or ours)."""
+    return isinstance(module, nn.GroupNorm) or (
+        isinstance(module, nn.modules.instancenorm._InstanceNorm) and not module.track_running_stats)
+
+
 def check_statistics_supported(model: nn.Module) -> None:
     """Refuse a network whose per-input norms are torch's own classes: under
     `norm_stats.norm_statistics` they would silently keep computing their own statistics."""
     for name, module in model.named_modules():
-        per_input = isinstance(module, nn.GroupNorm) or (
-            isinstance(module, nn.modules.instancenorm._InstanceNorm)
-            and not module.track_running_stats)
-        if per_input and not isinstance(module, (InstanceNorm2d, GroupNorm)):
+        if is_per_input_norm(module) and not isinstance(module, (InstanceNorm2d, GroupNorm)):
             raise invalid(name, type(module).__name__, "torch's own norm class cannot be given "
                           "statistics", "build norms with cyclestyle.models.layers.make_norm")

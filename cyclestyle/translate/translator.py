@@ -23,7 +23,11 @@ from PIL import Image
 from torch import nn
 
 from cyclestyle.imageio import alpha_of, pil_to_tensor, tensor_to_pil, to_rgb
-from cyclestyle.models.layers import check_statistics_supported, instance_norms_as_group_norms
+from cyclestyle.models.layers import (
+    check_statistics_supported,
+    instance_norms_as_group_norms,
+    is_per_input_norm,
+)
 from cyclestyle.models.norm_stats import (
     FixedStatistics,
     RecordStatistics,
@@ -116,6 +120,9 @@ class Translator:
         self.tile, self.tile_overlap = tile, tile_overlap
         self.tile_stats, self.tile_calibration = tile_stats, tile_calibration
         self._statistics_checked = False
+        # Without per-input norms (e.g. the demo's generator) there are no statistics to share:
+        # tiles and frames are translated alone, with no pass to measure statistics.
+        self.has_statistics = any(is_per_input_norm(m) for m in self.generator.modules())
         self.size, self.max_size = size, max_size
         self.batch_size = batch_size or (1 if on_cpu else 4)
 
@@ -190,7 +197,7 @@ class Translator:
         images = images.to(self.device, torch.float32)
         if not self._needs_tiles(images):
             out = torch.cat([self.forward(chunk) for chunk in images.split(self.batch_size)])
-        elif self.tile_stats == "tile":
+        elif self.tile_stats == "tile" or not self.has_statistics:
             out = self._tiled(images, None)
         else:
             out = torch.cat([self._tiles_agree(image[None]) for image in images])
@@ -204,7 +211,7 @@ class Translator:
         than `tile` go in tiles, each normalised with its frame's statistics from one pass over
         the downscaled frames (no calibration)."""
         frames = frames.to(self.device, torch.float32)
-        if stats is None:
+        if stats is None or not self.has_statistics:
             return self.translate_tensor(frames)
         if not self._needs_tiles(frames):
             return self.forward(frames, stats).clamp_(-1, 1)
