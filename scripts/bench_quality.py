@@ -275,6 +275,9 @@ def _flatten_metrics(results: dict, prefix: str = "") -> dict:
     return flat
 
 
+GRID_PAD = 2  # pixels between a grid's rows, and around it
+
+
 def save_grid(task: Task, rows: dict[str, list[np.ndarray]], path: Path,
               count: int = 6) -> dict:
     """Labelled rows of `count` held-out images: the inputs, their true translations (task 1),
@@ -294,9 +297,6 @@ def save_grid(task: Task, rows: dict[str, list[np.ndarray]], path: Path,
     save_image_atomic(make_grid_image([row(x) for x in lines.values()], list(lines),
                                       label_width=130, pad=GRID_PAD), path)
     return {"path": str(path), "shared_rows": len(lines) - len(rows), "row_height": side}
-
-
-GRID_PAD = 2
 
 
 def stack_grids(grids: list[dict], path: Path) -> None:
@@ -382,15 +382,15 @@ def _cell(values: list, digits: int) -> str:
 # --- the run --------------------------------------------------------------------------------
 
 
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", type=float, default=300.0,
                         help="training seconds per contender and task (default: %(default)s)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per contender")
     parser.add_argument("--tasks", default="demo,photo2painting")
-    parser.add_argument("--contenders", default="", help="comma-separated names (default: all; the untranslated "
-                             "inputs are always scored, and 'untranslated' alone trains nothing)")
+    parser.add_argument("--contenders", default="",
+                        help="comma-separated names (default: all; the untranslated inputs are "
+                             "always scored, and 'untranslated' alone trains nothing)")
     parser.add_argument("--size", type=int, default=64, help="training crop (default: 64)")
     parser.add_argument("--held-out", type=int, default=8,
                         help="photos held out in task 2 (default: %(default)s)")

@@ -7,8 +7,8 @@ The image is a shared photo upscaled to 4000x3000 (LANCZOS); the generator is a 
 checkpoint with norm layers (`--checkpoint`, e.g. configs/demo.yaml trained for a few hundred
 steps with `--set model.generator_args.norm=instance`: the demo's own generator has no norms,
 so its tiles have no statistics to share and equal the untiled output), else that generator
-with seeded random weights (then the numbers say little about a trained model). Cases, each in its own process so its time and peak RSS are its own:
-untiled; `--tile` with each tile's own statistics; with whole-image statistics and 0, 1 and
+with seeded random weights (then the numbers say little about a trained model). Cases, each in
+its own process so its time and peak RSS are its own: untiled; `--tile` with each tile's own statistics; with whole-image statistics and 0, 1 and
 2 calibration rounds (cyclestyle.translate.tiling.image_statistics). Timed: translating the
 image (not loading the checkpoint). Precision fp32 by default, so differences are tiling's.
 Also reported: per norm layer, how far the statistics of the downscaled pass are from those
@@ -42,8 +42,6 @@ CASES = [("untiled", None, "image", 0), ("per-tile statistics", "tile", "tile", 
          ("whole-image statistics", "tile", "image", 0),
          ("whole-image, 1 calibration round", "tile", "image", 1),
          ("whole-image, 2 calibration rounds", "tile", "image", 2)]
-
-
 
 
 def source_image(width: int, height: int) -> Image.Image:

@@ -24,11 +24,11 @@ Runs alternate (ours, naive, naive, ours, ...), each in its own process, timed f
 decoded frame to the closed file.
 
     .venv/bin/python scripts/bench_video.py --flicker --speed --checkpoint runs/demo_in --out bench_video.json
-
-(runs/demo_in: configs/demo.yaml trained with `--set model.generator_args.norm=instance`; the
-demo's own generator has no norms, so running statistics change nothing for it. Without
---checkpoint: that generator with seeded random weights.)
     .venv/bin/python scripts/bench_video.py --flicker --speed --quick --out /tmp/bench_video.json  # smoke run
+
+runs/demo_in: configs/demo.yaml trained with `--set model.generator_args.norm=instance`; the
+demo's own generator has no norms, so running statistics change nothing for it. Without
+--checkpoint: that generator with seeded random weights.
 """
 
 from __future__ import annotations
@@ -52,8 +52,6 @@ PHOTO = REPO.parent / "shared/data/photo2painting/photo/neuralstyle__tubingen.jp
 RATE = 30
 FULL = {"flicker": (256, 48), "speed": [(256, 48, 2), (512, 24, 2)]}  # (height, frames, runs)
 QUICK = {"flicker": (64, 12), "speed": [(64, 8, 1)]}
-
-
 
 
 def photo(width: int, height: int) -> np.ndarray:
